@@ -1,0 +1,138 @@
+"""Value networks (flax.linen): MLP and Nature-CNN torsos, a Q head and the dueling head.
+
+Vendorable: imports only jax and flax.
+
+Papers:
+  * Mnih et al. 2015, "Human-level control through deep RL" (the Nature CNN torso).
+  * Wang et al. 2016, "Dueling Network Architectures for Deep RL", eq. (8) (max aggregator)
+    and eq. (9) (mean aggregator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+AGGREGATORS = ("mean", "max")
+
+
+class MLP(nn.Module):
+    """Fully connected torso: [B, ...] -> [B, hidden_sizes[-1]], ReLU after every layer.
+
+    Inputs are flattened after the batch axis, so any observation shape works.
+    """
+
+    hidden_sizes: Sequence[int] = (64, 64)
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
+        for size in self.hidden_sizes:
+            x = nn.relu(nn.Dense(size)(x))
+        return x
+
+
+class NatureCNN(nn.Module):
+    """Nature DQN torso (Mnih et al. 2015): conv 32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512.
+
+    Takes frames [B, C, H, W] as envpool emits them (uint8 in 0..255, stacked on C) and
+    returns [B, 512]. Pixels are scaled to [0, 1] inside.
+    """
+
+    dense_size: int = 512
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
+        x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
+        x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
+        x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
+        x = x.reshape((x.shape[0], -1))
+        return nn.relu(nn.Dense(self.dense_size)(x))
+
+
+def dueling_aggregate(value, advantages, aggregator: str = "mean"):
+    """Combine V and A into Q (Wang et al. 2016, eq. 8 for "max", eq. 9 for "mean").
+
+    max:  Q(s, a) = V(s) + A(s, a) - max_a' A(s, a')
+    mean: Q(s, a) = V(s) + A(s, a) - 1/|A| sum_a' A(s, a')
+
+    Args:
+      value: [B, 1] (or [B]) state values V(s).
+      advantages: [B, num_actions] advantages A(s, a).
+      aggregator: "mean" or "max".
+    Returns:
+      [B, num_actions] action values.
+    """
+    if aggregator not in AGGREGATORS:
+        raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
+    value = value.reshape((advantages.shape[0], 1))
+    if aggregator == "mean":
+        baseline = jnp.mean(advantages, axis=-1, keepdims=True)
+    else:
+        baseline = jnp.max(advantages, axis=-1, keepdims=True)
+    return value + advantages - baseline
+
+
+class QHead(nn.Module):
+    """Single-stream Q head: features [B, F] -> Q [B, num_actions] (optionally one hidden layer)."""
+
+    num_actions: int
+    hidden_size: int = 0
+
+    @nn.compact
+    def __call__(self, features):
+        x = features
+        if self.hidden_size:
+            x = nn.relu(nn.Dense(self.hidden_size)(x))
+        return nn.Dense(self.num_actions)(x)
+
+
+class DuelingHead(nn.Module):
+    """Dueling head (Wang et al. 2016, Fig. 1 and eqs. 8-9): features [B, F] -> Q [B, A].
+
+    Two streams, each with an optional hidden layer: V(s) with one output and A(s, .) with
+    num_actions outputs, combined by `dueling_aggregate`.
+    """
+
+    num_actions: int
+    hidden_size: int = 0
+    aggregator: str = "mean"
+
+    @nn.compact
+    def __call__(self, features):
+        value_x, adv_x = features, features
+        if self.hidden_size:
+            value_x = nn.relu(nn.Dense(self.hidden_size, name="value_hidden")(features))
+            adv_x = nn.relu(nn.Dense(self.hidden_size, name="advantage_hidden")(features))
+        value = nn.Dense(1, name="value")(value_x)
+        advantages = nn.Dense(self.num_actions, name="advantage")(adv_x)
+        return dueling_aggregate(value, advantages, self.aggregator)
+
+
+class QNetwork(nn.Module):
+    """Torso + (dueling or single-stream) head: observations [B, ...] -> Q values [B, A].
+
+    torso: "mlp" for vector observations, "nature_cnn" for Atari frames [B, C, H, W].
+    """
+
+    num_actions: int
+    torso: str = "mlp"
+    hidden_sizes: Sequence[int] = (64, 64)
+    head_hidden_size: int = 0
+    dueling: bool = False
+    aggregator: str = "mean"
+
+    @nn.compact
+    def __call__(self, obs):
+        if self.torso == "mlp":
+            features = MLP(self.hidden_sizes)(obs)
+        elif self.torso == "nature_cnn":
+            features = NatureCNN()(obs)
+        else:
+            raise ValueError(f"torso must be 'mlp' or 'nature_cnn', got {self.torso!r}")
+        if self.dueling:
+            return DuelingHead(self.num_actions, self.head_hidden_size, self.aggregator)(features)
+        return QHead(self.num_actions, self.head_hidden_size)(features)

@@ -1,0 +1,480 @@
+"""DQN and its extensions, reading top to bottom: config, state, acting, n-step, update, loop.
+
+Papers:
+  * Mnih et al. 2015 (DQN: replay, target network, epsilon-greedy),
+  * van Hasselt, Guez, Silver 2016 (Double DQN target, eq. 4),
+  * Wang et al. 2016 (dueling head, eqs. 8-9),
+  * Schaul et al. 2016 (prioritized replay, Algorithm 1: P(i), importance weights, beta
+    annealed to 1),
+  * Sutton & Barto 2018, eq. 7.1 (n-step targets).
+
+Layout: the agent's functions (`init`, `act`, `observe`, `update`) are written for ONE seed
+and `jax.vmap`ped over a leading seed axis; envpool steps all `num_seeds * num_envs` envs as
+one batch (its xla handle cannot be vmapped). `make_dqn(config)` returns a `Trainer` whose
+`run_chunk` is one jitted `lax.scan` over iterations (each: `rollout_length` vector steps then
+`updates_per_rollout` gradient updates); the Python driver in `rlax_zoo.runner` calls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlax_zoo import replay as replay_lib
+from rlax_zoo import value_learning
+from rlax_zoo.config import ConfigError, option
+from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, is_atari, make_vec_env
+from rlax_zoo.networks import QNetwork
+from rlax_zoo.runner import ChunkSummary
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    """Every DQN hyperparameter; each is a command-line flag of `rlax-zoo train dqn`."""
+
+    env_id: str = option("CartPole-v1", "envpool environment id (classic control or Atari).")
+    seed: int = option(0, "Random seed (network init, exploration, replay, envs).", low=0)
+    num_seeds: int = option(1, "Independent seeds trained at once (vmapped agent).", low=1)
+    total_steps: int = option(100_000, "Environment steps per seed.", low=1)
+    num_envs: int = option(8, "Parallel environments per seed.", low=1)
+    buffer_size: int = option(50_000, "Replay capacity (transitions) per seed.", low=1)
+    batch_size: int = option(128, "Minibatch size per update.", low=1)
+    learning_rate: float = option(5e-4, "Adam learning rate.", low=0.0, low_open=True)
+    adam_eps: float = option(1e-5, "Adam epsilon.", low=0.0, low_open=True)
+    max_grad_norm: float = option(10.0, "Global gradient-norm clip.", low=0.0, low_open=True)
+    discount: float = option(0.99, "Discount gamma.", low=0.0, high=1.0)
+    n_step: int = option(3, "n of the n-step targets (1 = one-step DQN).", low=1, high=100)
+    double_q: bool = option(True, "Double DQN target (van Hasselt et al. 2016, eq. 4).")
+    dueling: bool = option(True, "Dueling head (Wang et al. 2016).")
+    aggregator: str = option("mean", "Dueling aggregator.", choices=("mean", "max"))
+    replay: str = option(
+        "proportional", "Replay kind.", choices=("uniform", "proportional", "rank")
+    )
+    priority_exponent: float = option(0.6, "Priority exponent alpha.", low=0.0, high=1.0)
+    importance_beta: float = option(
+        0.4, "Initial importance-weight exponent beta, annealed linearly to 1.", low=0.0, high=1.0
+    )
+    priority_eps: float = option(1e-6, "Added to |TD error| for priorities.", low=0.0, low_open=True)
+    target_period: int = option(
+        500, "Updates between hard target-network copies (when target_tau = 1).", low=1
+    )
+    target_tau: float = option(
+        1.0, "Polyak factor per update (1 = hard copies every target_period).", low=0.0,
+        high=1.0, low_open=True,
+    )
+    epsilon_start: float = option(1.0, "Initial exploration epsilon.", low=0.0, high=1.0)
+    epsilon_end: float = option(0.01, "Final exploration epsilon.", low=0.0, high=1.0)
+    exploration_fraction: float = option(
+        0.2, "Fraction of total_steps over which epsilon decays linearly.", low=0.0, high=1.0,
+        low_open=True,
+    )
+    learning_starts: int = option(1_000, "Environment steps before the first update.", low=0)
+    rollout_length: int = option(1, "Vector-env steps per iteration.", low=1)
+    updates_per_rollout: int = option(1, "Gradient updates per iteration.", low=1)
+    hidden_sizes: tuple[int, ...] = option((128, 128), "MLP torso sizes (vector obs).", low=1)
+    loss: str = option("huber", "TD loss.", choices=("huber", "mse"))
+    iterations_per_chunk: int = option(
+        250, "Iterations per jitted chunk (one progress/log row per chunk).", low=1
+    )
+    checkpoint_every: int = option(
+        20, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
+    )
+    episodic_life: bool = option(False, "Atari only: end episodes on life loss for learning.")
+    reward_clip: bool = option(False, "Atari only: clip rewards to [-1, 1].")
+
+    def check(self) -> None:
+        check_env_id(self.env_id)
+        if self.batch_size > self.buffer_size:
+            raise ConfigError(
+                f"batch_size: must be <= buffer_size ({self.buffer_size}), got {self.batch_size}"
+            )
+        if self.num_envs > self.buffer_size:
+            raise ConfigError(
+                f"num_envs: must be <= buffer_size ({self.buffer_size}), got {self.num_envs}"
+            )
+        if self.epsilon_end > self.epsilon_start:
+            raise ConfigError(
+                f"epsilon_end: must be <= epsilon_start ({self.epsilon_start}), "
+                f"got {self.epsilon_end}"
+            )
+        if self.learning_starts < self.batch_size:
+            raise ConfigError(
+                f"learning_starts: must be >= batch_size ({self.batch_size}) so the first "
+                f"update samples a filled buffer, got {self.learning_starts}"
+            )
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Environment steps per seed in one iteration."""
+        return self.rollout_length * self.num_envs
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class NStepWindow(NamedTuple):
+    """The last n transitions of each env, oldest first: leaves [n, K, ...]."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    end: jax.Array  # the episode ended (terminated or truncated) at this transition
+    valid: jax.Array  # False for padding and for envpool's reset steps
+
+
+class DQNState(NamedTuple):
+    """Everything one seed's agent carries between steps (leading [S] axis when vmapped)."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    replay: Any
+    window: NStepWindow
+    obs: jax.Array  # [K, ...] current observation of each env
+    prev_done: jax.Array  # [K] the previous step ended an episode (next step is a reset)
+    episode_return: jax.Array  # [K]
+    episode_length: jax.Array  # [K]
+    key: jax.Array
+    env_steps: jax.Array  # [] int32, environment steps taken by this seed
+    num_updates: jax.Array  # [] int32
+
+
+class StepOutput(NamedTuple):
+    done: jax.Array  # [K] an episode ended at this step
+    episode_return: jax.Array  # [K] its undiscounted return (meaningful where done)
+    episode_length: jax.Array  # [K]
+
+
+class UpdateOutput(NamedTuple):
+    loss: jax.Array
+    mean_abs_td: jax.Array
+    mean_q: jax.Array
+
+
+def _replay_item(obs_shape, obs_dtype) -> dict:
+    return dict(
+        obs=jnp.zeros(obs_shape, obs_dtype),
+        action=jnp.zeros((), jnp.int32),
+        reward=jnp.zeros((), jnp.float32),
+        discount=jnp.zeros((), jnp.float32),
+        next_obs=jnp.zeros(obs_shape, obs_dtype),
+        valid=jnp.zeros((), jnp.bool_),
+    )
+
+
+def linear_schedule(start: float, end: float, duration: float, t) -> jax.Array:
+    """start -> end linearly over `duration` steps, then constant."""
+    frac = jnp.clip(t / jnp.maximum(duration, 1.0), 0.0, 1.0)
+    return start + frac * (end - start)
+
+
+def n_step_transition(window: NStepWindow, last_obs: jax.Array):
+    """Fold a window of n transitions into one n-step transition per env (S&B eq. 7.1).
+
+    R = sum_{i<=m} (prod_{j<i} d_j) r_i,  D = prod_{i<=m} d_i,  bootstrap obs = obs after m,
+    where m is the first entry that ends its episode (or n-1). Termination makes D = 0
+    (no bootstrap); truncation keeps D = gamma^(m+1) and bootstraps from the final obs.
+
+    Args:
+      window: leaves [n, K, ...], oldest first.
+      last_obs: [K, ...] the observation after the newest entry.
+    Returns:
+      (obs [K,...], action [K], R [K], D [K], next_obs [K,...], valid [K]).
+    """
+    ended = window.end.astype(jnp.float32)
+    # included[i]: no earlier entry ended the episode.
+    included = jnp.cumprod(jnp.concatenate([jnp.ones_like(ended[:1]), 1.0 - ended[:-1]]), axis=0)
+    disc_before = jnp.cumprod(
+        jnp.concatenate([jnp.ones_like(window.discount[:1]), window.discount[:-1]]), axis=0
+    )
+    ret = jnp.sum(included * disc_before * window.reward, axis=0)
+    disc = jnp.prod(jnp.where(included > 0, window.discount, 1.0), axis=0)
+    last = (jnp.sum(included, axis=0) - 1).astype(jnp.int32)  # m, per env
+    next_obs_all = jnp.concatenate([window.obs[1:], last_obs[None]], axis=0)  # [n, K, ...]
+    next_obs = jnp.take_along_axis(
+        next_obs_all, last.reshape((1, -1) + (1,) * (last_obs.ndim - 1)), axis=0
+    )[0]
+    return window.obs[0], window.action[0], ret, disc, next_obs, window.valid[0]
+
+
+# ----------------------------------------------------------------------------- the agent
+
+
+class DQNAgent(NamedTuple):
+    """Pure functions for one seed; vmap them over seeds."""
+
+    init: Any
+    act: Any
+    observe: Any
+    update: Any
+    network: QNetwork
+    buffer: Any
+
+
+def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQNAgent:
+    """Build the single-seed agent functions for the given observation/action spaces."""
+    torso = "nature_cnn" if len(obs_shape) == 3 else "mlp"
+    network = QNetwork(
+        num_actions=num_actions,
+        torso=torso,
+        hidden_sizes=config.hidden_sizes,
+        dueling=config.dueling,
+        aggregator=config.aggregator,
+    )
+    if config.replay == "uniform":
+        buffer = replay_lib.uniform_replay(config.buffer_size, config.batch_size)
+    else:
+        buffer = replay_lib.prioritized_replay(
+            config.buffer_size,
+            config.batch_size,
+            alpha=config.priority_exponent,
+            kind=config.replay,
+            eps=config.priority_eps,
+        )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.adam(config.learning_rate, eps=config.adam_eps),
+    )
+    k, n = config.num_envs, config.n_step
+    total_steps = float(config.total_steps)
+    decay_steps = config.exploration_fraction * total_steps
+
+    def init(key, first_obs) -> DQNState:
+        """first_obs: [K, ...] from the env's reset."""
+        key, init_key = jax.random.split(key)
+        params = network.init(init_key, first_obs[:1])
+        window = NStepWindow(
+            obs=jnp.zeros((n, k) + tuple(obs_shape), obs_dtype),
+            action=jnp.zeros((n, k), jnp.int32),
+            reward=jnp.zeros((n, k), jnp.float32),
+            discount=jnp.zeros((n, k), jnp.float32),
+            end=jnp.zeros((n, k), jnp.bool_),
+            valid=jnp.zeros((n, k), jnp.bool_),
+        )
+        return DQNState(
+            params=params,
+            target_params=params,
+            opt_state=optimizer.init(params),
+            replay=buffer.init(_replay_item(obs_shape, obs_dtype)),
+            window=window,
+            obs=jnp.asarray(first_obs, obs_dtype),
+            prev_done=jnp.zeros((k,), jnp.bool_),
+            episode_return=jnp.zeros((k,), jnp.float32),
+            episode_length=jnp.zeros((k,), jnp.int32),
+            key=key,
+            env_steps=jnp.zeros((), jnp.int32),
+            num_updates=jnp.zeros((), jnp.int32),
+        )
+
+    def act(state: DQNState):
+        """Epsilon-greedy actions [K] for the current observations; returns (state, actions)."""
+        key, k_explore, k_random = jax.random.split(state.key, 3)
+        epsilon = linear_schedule(
+            config.epsilon_start, config.epsilon_end, decay_steps, state.env_steps
+        )
+        q = network.apply(state.params, state.obs)
+        greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
+        random_a = jax.random.randint(k_random, (k,), 0, num_actions, jnp.int32)
+        explore = jax.random.uniform(k_explore, (k,)) < epsilon
+        return state._replace(key=key), jnp.where(explore, random_a, greedy)
+
+    def observe(state: DQNState, action, next_obs, reward, terminated, truncated):
+        """Record one vector step: n-step window, replay insertion, episode statistics."""
+        valid = ~state.prev_done  # the step after an episode end is envpool's reset step
+        done = (terminated | truncated) & valid
+        discount = config.discount * (1.0 - terminated.astype(jnp.float32))
+        entry = (state.obs, action, reward.astype(jnp.float32), discount, done, valid)
+        window = NStepWindow(
+            *(jnp.concatenate([w[1:], e[None]], axis=0) for w, e in zip(state.window, entry))
+        )
+        obs, a, ret, disc, nxt, item_valid = n_step_transition(window, next_obs)
+        items = dict(obs=obs, action=a, reward=ret, discount=disc, next_obs=nxt, valid=item_valid)
+        replay_state = buffer.add(state.replay, items)
+        episode_return = state.episode_return + jnp.where(valid, reward, 0.0)
+        episode_length = state.episode_length + valid.astype(jnp.int32)
+        out = StepOutput(done=done, episode_return=episode_return, episode_length=episode_length)
+        state = state._replace(
+            replay=replay_state,
+            window=window,
+            obs=next_obs.astype(obs_dtype),
+            prev_done=terminated | truncated,
+            episode_return=jnp.where(done, 0.0, episode_return),
+            episode_length=jnp.where(done, 0, episode_length),
+            env_steps=state.env_steps + k,
+        )
+        return state, out
+
+    def loss_fn(params, target_params, batch, weights):
+        obs_both = jnp.concatenate([batch["obs"], batch["next_obs"]], axis=0)
+        q_both = network.apply(params, obs_both)
+        q_tm1, q_t_online = jnp.split(q_both, 2, axis=0)
+        q_t_target = network.apply(target_params, batch["next_obs"])
+        if config.double_q:
+            td = jax.vmap(value_learning.double_q_learning)(
+                q_tm1, batch["action"], batch["reward"], batch["discount"], q_t_target,
+                q_t_online,
+            )
+        else:
+            td = jax.vmap(value_learning.q_learning)(
+                q_tm1, batch["action"], batch["reward"], batch["discount"], q_t_target
+            )
+        td = jnp.where(batch["valid"], td, 0.0)
+        per_item = value_learning.huber_loss(td) if config.loss == "huber" else 0.5 * td**2
+        loss = jnp.mean(weights * per_item)
+        return loss, (td, jnp.mean(q_tm1))
+
+    def update(state: DQNState):
+        """One gradient step on a replay minibatch (Schaul et al. 2016, Alg. 1 lines 9-14)."""
+        key, sample_key = jax.random.split(state.key)
+        beta = linear_schedule(config.importance_beta, 1.0, total_steps, state.env_steps)
+        sample = buffer.sample(state.replay, sample_key, beta)
+        (loss, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, sample.items, sample.weights
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        replay_state = buffer.set_priorities(state.replay, sample.indices, jnp.abs(td))
+        num_updates = state.num_updates + 1
+        if config.target_tau < 1.0:
+            target = optax.incremental_update(params, state.target_params, config.target_tau)
+        else:
+            copy = num_updates % config.target_period == 0
+            target = jax.tree.map(
+                lambda p, t: jnp.where(copy, p, t), params, state.target_params
+            )
+        state = state._replace(
+            params=params,
+            target_params=target,
+            opt_state=opt_state,
+            replay=replay_state,
+            key=key,
+            num_updates=num_updates,
+        )
+        return state, UpdateOutput(loss, jnp.mean(jnp.abs(td)), mean_q)
+
+    return DQNAgent(init, act, observe, update, network, buffer)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class ChunkOutput(NamedTuple):
+    steps: StepOutput  # leaves [I, rollout_length, S, K]
+    updates: UpdateOutput  # leaves [I, updates_per_rollout, S] (zeros while collecting)
+    actions: jax.Array  # [I * rollout_length, S * K] int32: the env's action log
+
+
+@dataclasses.dataclass
+class Trainer:
+    """The jitted training loop for one config: env handle + state in, chunks out."""
+
+    config: DQNConfig
+    vec_env: VecEnv
+    agent: DQNAgent
+    run_chunk: Any  # (handle, state, learn: static bool) -> (handle, state, ChunkOutput)
+
+    def init_state(self) -> DQNState:
+        cfg = self.config
+        keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+        first_obs = self.vec_env.first_obs.reshape((cfg.num_seeds, cfg.num_envs) + self.vec_env.obs_shape)
+        return jax.jit(jax.vmap(self.agent.init))(keys, jnp.asarray(first_obs))
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.config.steps_per_iteration
+
+    def schedule(self) -> list[tuple[bool, int]]:
+        """The run's chunks (learn?, iterations): warm-up collection, then learning.
+
+        Each phase is split into equal chunks of at most `iterations_per_chunk` iterations
+        (one compiled shape per phase), so total_steps is rounded up by less than one
+        iteration per chunk.
+        """
+        cfg = self.config
+        total = -(-cfg.total_steps // cfg.steps_per_iteration)
+        warmup = min(total, -(-cfg.learning_starts // cfg.steps_per_iteration))
+        chunks = []
+        for learn, count in ((False, warmup), (True, total - warmup)):
+            if count > 0:
+                num_chunks = -(-count // cfg.iterations_per_chunk)
+                chunks += [(learn, -(-count // num_chunks))] * num_chunks
+        return chunks
+
+    def summarize(self, out: ChunkOutput) -> ChunkSummary:
+        """Finished episodes per seed (env-step offset in the chunk, return, length)."""
+        done = np.asarray(out.steps.done)  # [I, R, S, K]
+        i, r, s, k = done.shape
+        # env steps (per seed) elapsed at the end of each vector step, broadcast over K
+        offsets = (np.arange(i * r).reshape(i, r, 1, 1) + 1) * k
+        offsets = np.broadcast_to(offsets, done.shape)
+        rets = np.asarray(out.steps.episode_return)
+        lens = np.asarray(out.steps.episode_length)
+        episodes = []
+        for seed in range(s):
+            m = done[:, :, seed, :]
+            episodes.append(
+                np.stack([offsets[:, :, seed, :][m], rets[:, :, seed, :][m], lens[:, :, seed, :][m]], -1)
+            )
+        upd = out.updates
+        scalars = {
+            name: np.asarray(getattr(upd, name)).reshape(-1, s).mean(0)
+            for name in ("loss", "mean_abs_td", "mean_q")
+        }
+        return ChunkSummary(episodes, scalars)
+
+
+def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
+    """Build env, agent and the jitted chunk function for `config` (validated first)."""
+    from rlax_zoo.config import validate
+
+    validate(config)
+    s, k = config.num_seeds, config.num_envs
+    if vec_env is None:
+        env_kwargs = {}
+        if is_atari(config.env_id):
+            env_kwargs = dict(episodic_life=config.episodic_life, reward_clip=config.reward_clip)
+        vec_env = make_vec_env(config.env_id, s * k, config.seed, **env_kwargs)
+    agent = make_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
+    env_step = vec_env.step
+
+    def vector_step(carry, _):
+        handle, state = carry
+        state, actions = jax.vmap(agent.act)(state)  # [S, K]
+        handle, (obs, reward, term, trunc, _info) = env_step(handle, actions.reshape(s * k))
+        split = lambda x: x.reshape((s, k) + x.shape[1:])  # noqa: E731
+        state, out = jax.vmap(agent.observe)(
+            state, actions, split(obs), split(reward), split(term), split(trunc)
+        )
+        return (handle, state), (out, actions.reshape(s * k))
+
+    def iteration(carry, _, learn: bool):
+        carry, (steps, actions) = jax.lax.scan(vector_step, carry, None, config.rollout_length)
+        handle, state = carry
+        if learn:
+            def one_update(st, _):
+                return jax.vmap(agent.update)(st)
+
+            state, upd = jax.lax.scan(one_update, state, None, config.updates_per_rollout)
+        else:
+            zeros = jnp.zeros((config.updates_per_rollout, s), jnp.float32)
+            upd = UpdateOutput(zeros, zeros, zeros)
+        return (handle, state), (steps, upd, actions)
+
+    @partial(jax.jit, static_argnums=(2, 3), donate_argnums=(1,))
+    def run_chunk(handle, state, learn: bool, num_iterations: int):
+        (handle, state), (steps, upd, actions) = jax.lax.scan(
+            partial(iteration, learn=learn), (handle, state), None, num_iterations
+        )
+        actions = actions.reshape((-1, s * k))
+        return handle, state, ChunkOutput(steps, upd, actions)
+
+    return Trainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)
+
+

@@ -1,0 +1,101 @@
+"""The `rlax-zoo` command line: `rlax-zoo train <method> [--flags]`.
+
+Adding a method is one entry in METHODS: its name, config dataclass, trainer builder and
+flag aliases. Every config field becomes a flag with its help text and allowed range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NamedTuple
+
+from rlax_zoo import config as config_lib
+from rlax_zoo.checkpointing import CheckpointError
+from rlax_zoo.envs.envpool_env import EnvError
+
+
+class Method(NamedTuple):
+    config_cls: type
+    build: str  # "module:function" (imported lazily so --help is fast)
+    help: str
+    aliases: dict
+
+
+def _dqn_config():
+    from rlax_zoo.agents.dqn import DQNConfig
+
+    return DQNConfig
+
+
+METHODS = {
+    "dqn": Method(
+        config_cls=_dqn_config,
+        build="rlax_zoo.agents.dqn:make_dqn",
+        help="DQN with Double Q, dueling head, prioritized replay (default on), n-step targets.",
+        aliases={"env_id": "--env"},
+    ),
+}
+
+
+def _resolve(path: str):
+    module, name = path.split(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlax-zoo", description="Train and benchmark the methods of rlax-zoo."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="Train a method; writes a run folder.")
+    methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for name, method in METHODS.items():
+        p = methods.add_parser(
+            name, help=method.help, description=method.help,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        config_lib.add_arguments(p, method.config_cls(), method.aliases)
+        p.add_argument("--run-dir", default=None, help="Run folder (default: runs/<method>-...).")
+        p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="Continue an interrupted run from its newest checkpoint.")
+        p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        method = METHODS[args.method]
+        cls = method.config_cls()
+        from rlax_zoo import runner
+
+        try:
+            config = None
+            if args.resume is None:
+                config = config_lib.from_args(cls, args)
+                config_lib.validate(config)
+            result = runner.run(
+                args.method,
+                _resolve(method.build),
+                config if config is not None else cls(),
+                run_dir=args.run_dir,
+                resume=args.resume,
+                progress=not args.no_progress,
+            )
+        except (config_lib.ConfigError, EnvError, CheckpointError, FileExistsError) as e:
+            print(f"rlax-zoo: error: {e}", file=sys.stderr)
+            return 2
+        status = "interrupted (resume with --resume " + result.run_dir + ")" if result.interrupted else "done"
+        finals = [
+            f"{sum(r[-20:]) / len(r[-20:]):.1f}" if r else "n/a" for r in result.episode_returns
+        ]
+        print(f"{status}: mean return of the last 20 episodes per seed: {', '.join(finals)}")
+        print(f"run folder: {os.path.abspath(result.run_dir)}")
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The Python driver shared by every method: chunks of jitted steps, logs, checkpoints.
+
+A method provides a trainer with:
+  config, vec_env                          the validated config and the envpool env
+  init_state() -> state                    the initial state pytree (leading seed axis)
+  schedule() -> list[(learn, iterations)]  the run's chunks, fixed by the config alone
+  run_chunk(handle, state, learn, n)       one jitted chunk -> (handle, state, out)
+  summarize(out) -> ChunkSummary           per-seed finished episodes and scalar metrics
+  steps_per_iteration                      env steps per seed in one iteration
+
+The run folder holds config.json, metrics.csv (one row per chunk and seed), episodes.csv
+(one row per finished episode), learning_curve.png and checkpoints/. A run is reproducible:
+same seed and config, same metrics. Resuming (`resume=RUN_DIR`) restores the newest
+checkpoint, rebuilds the envs by replaying the logged actions (envpool is deterministic
+given its seed and the actions) and checks that the replayed observations equal the saved
+ones, so an interrupted and resumed run equals an uninterrupted one. Ctrl-C finishes the
+chunk in flight, writes a checkpoint and exits.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from rlax_zoo import config as config_lib
+from rlax_zoo.checkpointing import Checkpointer, CheckpointError
+from rlax_zoo.envs.envpool_env import replay_actions
+
+EPISODE_FIELDS = ["seed", "episode", "env_steps", "return", "length"]
+
+
+class ChunkSummary(NamedTuple):
+    episodes: list[np.ndarray]  # per seed: [E, 3] (step index within chunk, return, length)
+    scalars: dict[str, np.ndarray]  # name -> [S]
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: str
+    episode_returns: list[list[float]]  # per seed, in order
+    metrics: list[dict]
+    interrupted: bool
+    state: Any
+
+
+def default_run_dir(method: str, config, root: str = "runs") -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    env = getattr(config, "env_id", "run").replace("/", "_")
+    return os.path.join(root, f"{method}-{env}-seed{config.seed}-{stamp}")
+
+
+def _read_csv(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_csv(path: str, rows: list[dict], fields: list[str] | None = None) -> None:
+    fields = fields or list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class _StopFlag:
+    """SIGINT sets a flag; the loop checkpoints after the chunk in flight and exits."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        def handler(signum, frame):  # noqa: ARG001
+            if self.stop:  # a second Ctrl-C: give up at once
+                raise KeyboardInterrupt
+            self.stop = True
+            print("\nCtrl-C: finishing the current chunk, then checkpointing and exiting.")
+
+        try:
+            self._old = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run(
+    method: str,
+    build_trainer,
+    config=None,
+    run_dir: str | None = None,
+    resume: str | None = None,
+    progress: bool = True,
+    max_chunks: int | None = None,
+    plot: bool = True,
+) -> RunResult:
+    """Train `method` with `build_trainer(config)` in a run folder; see the module doc.
+
+    Args:
+      method: the method's name (folder prefix).
+      build_trainer: config -> trainer (see module doc). Must validate the config.
+      config: the method's config dataclass (ignored when resuming: the run's own is used).
+      run_dir: where to write; default runs/<method>-<env>-seed<seed>-<time>.
+      resume: a run folder to continue from its newest checkpoint.
+      progress: show a progress bar.
+      max_chunks: stop (with a checkpoint, like Ctrl-C) after this many chunks in this call.
+      plot: write learning_curve.png at the end.
+    """
+    if resume is not None:
+        run_dir = resume
+        cfg_path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(cfg_path):
+            raise CheckpointError(f"resume: {run_dir!r} is not a run folder (no config.json)")
+        with open(cfg_path) as f:
+            config = config_lib.from_json(type(config), f.read())
+    else:
+        config_lib.validate(config)
+        run_dir = run_dir or default_run_dir(method, config)
+        if os.path.exists(os.path.join(run_dir, "config.json")):
+            raise FileExistsError(
+                f"run_dir: {run_dir!r} already holds a run; pass resume={run_dir!r} to continue"
+            )
+    os.makedirs(run_dir, exist_ok=True)
+    trainer = build_trainer(config)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(config_lib.to_json(config))
+
+    state = trainer.init_state()
+    handle = trainer.vec_env.handle
+    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    schedule = trainer.schedule()
+    chunk_index, actions_log = 0, []
+    metrics_rows: list[dict] = []
+    episode_rows: list[dict] = []
+    if resume is not None:
+        num_envs_total = trainer.vec_env.num_envs
+
+        def target(meta):
+            return {"state": state, "actions": np.zeros((meta["num_logged"], num_envs_total), np.int32)}
+
+        restored, meta, _ = checkpointer.restore(target)
+        state = jax.tree.map(jax.numpy.asarray, restored["state"])
+        chunk_index = int(meta["chunk"])
+        log = np.asarray(restored["actions"], np.int32)
+        actions_log = [log]
+        handle, obs = replay_actions(trainer.vec_env, log)
+        saved_obs = np.asarray(state.obs).reshape(obs.shape)
+        if not np.array_equal(obs, saved_obs):
+            raise CheckpointError(
+                "resume: replaying the logged actions did not reproduce the saved observations "
+                "(is this the same envpool version and env?)"
+            )
+        metrics_rows = [r for r in _read_csv(os.path.join(run_dir, "metrics.csv"))
+                        if int(r["chunk"]) < chunk_index]
+        episode_rows = _read_csv(os.path.join(run_dir, "episodes.csv"))
+        episode_rows = [r for r in episode_rows if int(r["env_steps"]) <= meta["env_steps"]]
+
+    num_seeds = config.num_seeds
+    episode_returns = [[] for _ in range(num_seeds)]
+    for r in episode_rows:
+        episode_returns[int(r["seed"])].append(float(r["return"]))
+    env_steps = sum(n for _, n in schedule[:chunk_index]) * trainer.steps_per_iteration
+    total_steps = sum(n for _, n in schedule) * trainer.steps_per_iteration
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=env_steps, unit="step", desc=method, smoothing=0.1)
+    interrupted = False
+    start_wall = time.perf_counter()
+    chunks_this_call = 0
+
+    def save():
+        log = np.concatenate(actions_log, axis=0) if actions_log else np.zeros(
+            (0, trainer.vec_env.num_envs), np.int32
+        )
+        meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": int(log.shape[0])}
+        checkpointer.save(chunk_index, {"state": state, "actions": log}, meta)
+
+    with _StopFlag() as flag:
+        while chunk_index < len(schedule):
+            learn, iters = schedule[chunk_index]
+            t0 = time.perf_counter()
+            handle, state, out = trainer.run_chunk(handle, state, learn, iters)
+            jax.block_until_ready(state)
+            dt = time.perf_counter() - t0
+            actions_log.append(np.asarray(out.actions))
+            summary = trainer.summarize(out)
+            steps_in_chunk = iters * trainer.steps_per_iteration
+            for seed_i in range(num_seeds):
+                for step_idx, ret, length in summary.episodes[seed_i]:
+                    episode_returns[seed_i].append(float(ret))
+                    episode_rows.append(dict(
+                        seed=seed_i, episode=len(episode_returns[seed_i]),
+                        env_steps=env_steps + int(step_idx), **{"return": float(ret)},
+                        length=int(length),
+                    ))
+            env_steps += steps_in_chunk
+            for seed_i in range(num_seeds):
+                last = episode_returns[seed_i][-20:]
+                row = dict(
+                    chunk=chunk_index, seed=seed_i, env_steps=env_steps,
+                    episodes=len(episode_returns[seed_i]),
+                    mean_return_last20=float(np.mean(last)) if last else float("nan"),
+                    steps_per_sec=steps_in_chunk * num_seeds / dt,
+                    wall_time=time.perf_counter() - start_wall,
+                )
+                for name, values in summary.scalars.items():
+                    row[name] = float(values[seed_i])
+                metrics_rows.append(row)
+            chunk_index += 1
+            chunks_this_call += 1
+            if bar is not None:
+                mean_ret = np.nanmean([r["mean_return_last20"] for r in metrics_rows[-num_seeds:]])
+                bar.set_postfix(ret=f"{mean_ret:.1f}", sps=f"{steps_in_chunk * num_seeds / dt:,.0f}")
+                bar.update(steps_in_chunk)
+            _write_csv(os.path.join(run_dir, "metrics.csv"), metrics_rows)
+            _write_csv(os.path.join(run_dir, "episodes.csv"), episode_rows, EPISODE_FIELDS)
+            stop_now = flag.stop or (max_chunks is not None and chunks_this_call >= max_chunks)
+            if stop_now and chunk_index < len(schedule):
+                save()
+                interrupted = True
+                break
+            if chunk_index % config.checkpoint_every == 0 or chunk_index == len(schedule):
+                save()
+    if bar is not None:
+        bar.close()
+    if plot:
+        from rlax_zoo.plotting import plot_learning_curve
+
+        plot_learning_curve(episode_rows, os.path.join(run_dir, "learning_curve.png"),
+                            title=f"{method} on {getattr(config, 'env_id', '')}")
+    with open(os.path.join(run_dir, "status.json"), "w") as f:
+        json.dump({"interrupted": interrupted, "chunk": chunk_index, "env_steps": env_steps}, f)
+    return RunResult(run_dir, episode_returns, metrics_rows, interrupted, state)

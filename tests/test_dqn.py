@@ -1,0 +1,117 @@
+"""DQN agent: n-step folding by hand, the envpool reset step, config errors, learning, resume."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlax_zoo import runner
+from rlax_zoo.agents import dqn
+from rlax_zoo.config import ConfigError, validate
+from rlax_zoo.envs.envpool_env import EnvError
+
+G = 0.9
+
+
+def _window(rewards, discounts, ends, valid=None):
+    n, k = np.shape(rewards)
+    obs = jnp.arange(n * k, dtype=jnp.float32).reshape(n, k, 1)  # obs value = its index
+    return dqn.NStepWindow(
+        obs=obs,
+        action=jnp.zeros((n, k), jnp.int32),
+        reward=jnp.asarray(rewards, jnp.float32),
+        discount=jnp.asarray(discounts, jnp.float32),
+        end=jnp.asarray(ends, bool),
+        valid=jnp.ones((n, k), bool) if valid is None else jnp.asarray(valid, bool),
+    )
+
+
+def test_n_step_transition_hand_computed():
+    # 3 envs (columns), n = 3 (rows, oldest first); last_obs = 100 + env.
+    # env 0: no episode end: R = 1 + .9*2 + .81*3, D = .729, next obs = last obs
+    # env 1: terminated at entry 1 (discount 0): R = 1 + .9*2, D = 0, next obs = obs[2]
+    # env 2: truncated at entry 0 (discount .9, end): R = 1, D = .9, next obs = obs[1]
+    rewards = [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+    discounts = [[G, G, G], [G, 0.0, G], [G, G, G]]
+    ends = [[0, 0, 1], [0, 1, 0], [0, 0, 0]]
+    w = _window(rewards, discounts, ends)
+    last_obs = jnp.array([[100.0], [101.0], [102.0]])
+    obs, _, ret, disc, nxt, valid = dqn.n_step_transition(w, last_obs)
+    np.testing.assert_allclose(ret, [1 + G * 2 + G * G * 3, 1 + G * 2, 1], rtol=1e-6)
+    np.testing.assert_allclose(disc, [G**3, 0.0, G], rtol=1e-6)
+    np.testing.assert_allclose(nxt[:, 0], [100.0, 2 * 3 + 1, 1 * 3 + 2])
+    np.testing.assert_allclose(obs[:, 0], [0, 1, 2])
+    assert bool(valid.all())
+
+
+def test_observe_drops_envpool_reset_step_and_truncation_bootstraps():
+    cfg = dqn.DQNConfig(num_envs=1, n_step=1, buffer_size=16, batch_size=4, learning_starts=4,
+                        replay="uniform")
+    agent = dqn.make_agent(cfg, (1,), np.float32, 2)
+    state = agent.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+    f = jnp.array
+    steps = [  # (next_obs, reward, terminated, truncated)
+        (1.0, 1.0, False, False),
+        (2.0, 1.0, True, False),  # terminated
+        (10.0, 0.0, False, False),  # envpool reset step: not a transition
+        (11.0, 1.0, False, True),  # truncated
+    ]
+    for next_obs, r, term, trunc in steps:
+        state, _ = agent.observe(
+            state, jnp.zeros((1,), jnp.int32), f([[next_obs]]), f([r]), f([term]), f([trunc])
+        )
+    store = state.replay.storage
+    np.testing.assert_array_equal(store["valid"][:4], [True, True, False, True])
+    np.testing.assert_allclose(store["discount"][:4], [G * 0 + 0.99, 0.0, 0.99, 0.99])
+    np.testing.assert_allclose(store["obs"][:4, 0], [0.0, 1.0, 2.0, 10.0])
+    np.testing.assert_allclose(store["next_obs"][:4, 0], [1.0, 2.0, 10.0, 11.0])
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("learning_rate", -1e-3, r"learning_rate: must be in \(0, inf\)"),
+        ("discount", 1.5, r"discount: must be in \[0, 1\]"),
+        ("batch_size", 100_000, r"batch_size: must be <= buffer_size"),
+        ("replay", "fancy", r"replay: must be one of"),
+        ("num_envs", 0, r"num_envs: must be in \[1, inf\)"),
+        ("double_q", 1, r"double_q: must be true or false"),
+        ("learning_rate", float("nan"), r"learning_rate: must be finite"),
+    ],
+)
+def test_config_errors_name_the_field(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(dataclasses.replace(dqn.DQNConfig(), **{field: value}))
+
+
+def test_unknown_env_suggests_nearest():
+    with pytest.raises(EnvError, match="CartPole-v1"):
+        validate(dqn.DQNConfig(env_id="CartPol-v1"))
+
+
+SMALL = dict(
+    total_steps=4_000, num_envs=4, buffer_size=2_000, batch_size=32, learning_starts=400,
+    iterations_per_chunk=100, checkpoint_every=2, hidden_sizes=(32, 32), target_period=100,
+)
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+    cfg = dqn.DQNConfig(**SMALL, num_seeds=2)
+    full = runner.run("dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "a"), progress=False,
+                      plot=False)
+    part = runner.run("dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "b"), progress=False,
+                      plot=False, max_chunks=3)
+    assert part.interrupted
+    rest = runner.run("dqn", dqn.make_dqn, dqn.DQNConfig(), resume=str(tmp_path / "b"),
+                      progress=False, plot=False)
+    assert not rest.interrupted
+    assert full.episode_returns == rest.episode_returns
+    assert all(len(r) > 10 for r in full.episode_returns)
+    assert full.episode_returns[0] != full.episode_returns[1]  # seeds differ
+    for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(rest.state.params)):
+        np.testing.assert_array_equal(a, b)
+    rows_a = [(r["chunk"], r["seed"], r["loss"]) for r in full.metrics]
+    rows_b = [(int(r["chunk"]), int(r["seed"]), float(r["loss"])) for r in rest.metrics]
+    assert rows_a == rows_b

@@ -78,9 +78,11 @@ class Checkpointer:
             try:
                 meta = self.restore_meta(step)
                 target = jax.tree.map(
-                    lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-                    if not isinstance(x, jax.ShapeDtypeStruct)
-                    else x,
+                    lambda x: (
+                        jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+                        if not isinstance(x, jax.ShapeDtypeStruct)
+                        else x
+                    ),
                     target_fn(meta),
                 )
                 out = self._manager.restore(

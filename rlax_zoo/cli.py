@@ -53,13 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name, method in METHODS.items():
         p = methods.add_parser(
-            name, help=method.help, description=method.help,
+            name,
+            help=method.help,
+            description=method.help,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         config_lib.add_arguments(p, method.config_cls(), method.aliases)
         p.add_argument("--run-dir", default=None, help="Run folder (default: runs/<method>-...).")
-        p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="Continue an interrupted run from its newest checkpoint.")
+        p.add_argument(
+            "--resume",
+            default=None,
+            metavar="RUN_DIR",
+            help="Continue an interrupted run from its newest checkpoint.",
+        )
         p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     return parser
 
@@ -87,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         except (config_lib.ConfigError, EnvError, CheckpointError, FileExistsError) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2
-        status = "interrupted (resume with --resume " + result.run_dir + ")" if result.interrupted else "done"
+        status = (
+            "interrupted (resume with --resume " + result.run_dir + ")"
+            if result.interrupted
+            else "done"
+        )
         finals = [
             f"{sum(r[-20:]) / len(r[-20:]):.1f}" if r else "n/a" for r in result.episode_returns
         ]

@@ -98,7 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, aliases: dict[str, str] 
         names = [flag] + ([aliases[f.name]] if f.name in aliases else [])
         meta, kind = f.metadata, types[f.name]
         text = meta.get("help", "")
-        if meta.get("choices") is None and (meta.get("low") is not None or meta.get("high") is not None):
+        if meta.get("choices") is None and (
+            meta.get("low") is not None or meta.get("high") is not None
+        ):
             text += f" Allowed: {_range_text(meta)}."
         if kind is bool:
             parser.add_argument(

@@ -152,7 +152,10 @@ def run(
         num_envs_total = trainer.vec_env.num_envs
 
         def target(meta):
-            return {"state": state, "actions": np.zeros((meta["num_logged"], num_envs_total), np.int32)}
+            return {
+                "state": state,
+                "actions": np.zeros((meta["num_logged"], num_envs_total), np.int32),
+            }
 
         restored, meta, _ = checkpointer.restore(target)
         state = jax.tree.map(jax.numpy.asarray, restored["state"])
@@ -166,8 +169,11 @@ def run(
                 "resume: replaying the logged actions did not reproduce the saved observations "
                 "(is this the same envpool version and env?)"
             )
-        metrics_rows = [r for r in _read_csv(os.path.join(run_dir, "metrics.csv"))
-                        if int(r["chunk"]) < chunk_index]
+        metrics_rows = [
+            r
+            for r in _read_csv(os.path.join(run_dir, "metrics.csv"))
+            if int(r["chunk"]) < chunk_index
+        ]
         episode_rows = _read_csv(os.path.join(run_dir, "episodes.csv"))
         episode_rows = [r for r in episode_rows if int(r["env_steps"]) <= meta["env_steps"]]
 
@@ -188,8 +194,10 @@ def run(
     chunks_this_call = 0
 
     def save():
-        log = np.concatenate(actions_log, axis=0) if actions_log else np.zeros(
-            (0, trainer.vec_env.num_envs), np.int32
+        log = (
+            np.concatenate(actions_log, axis=0)
+            if actions_log
+            else np.zeros((0, trainer.vec_env.num_envs), np.int32)
         )
         meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": int(log.shape[0])}
         checkpointer.save(chunk_index, {"state": state, "actions": log}, meta)
@@ -207,16 +215,22 @@ def run(
             for seed_i in range(num_seeds):
                 for step_idx, ret, length in summary.episodes[seed_i]:
                     episode_returns[seed_i].append(float(ret))
-                    episode_rows.append(dict(
-                        seed=seed_i, episode=len(episode_returns[seed_i]),
-                        env_steps=env_steps + int(step_idx), **{"return": float(ret)},
-                        length=int(length),
-                    ))
+                    episode_rows.append(
+                        dict(
+                            seed=seed_i,
+                            episode=len(episode_returns[seed_i]),
+                            env_steps=env_steps + int(step_idx),
+                            **{"return": float(ret)},
+                            length=int(length),
+                        )
+                    )
             env_steps += steps_in_chunk
             for seed_i in range(num_seeds):
                 last = episode_returns[seed_i][-20:]
                 row = dict(
-                    chunk=chunk_index, seed=seed_i, env_steps=env_steps,
+                    chunk=chunk_index,
+                    seed=seed_i,
+                    env_steps=env_steps,
                     episodes=len(episode_returns[seed_i]),
                     mean_return_last20=float(np.mean(last)) if last else float("nan"),
                     steps_per_sec=steps_in_chunk * num_seeds / dt,
@@ -229,7 +243,9 @@ def run(
             chunks_this_call += 1
             if bar is not None:
                 mean_ret = np.nanmean([r["mean_return_last20"] for r in metrics_rows[-num_seeds:]])
-                bar.set_postfix(ret=f"{mean_ret:.1f}", sps=f"{steps_in_chunk * num_seeds / dt:,.0f}")
+                bar.set_postfix(
+                    ret=f"{mean_ret:.1f}", sps=f"{steps_in_chunk * num_seeds / dt:,.0f}"
+                )
                 bar.update(steps_in_chunk)
             _write_csv(os.path.join(run_dir, "metrics.csv"), metrics_rows)
             _write_csv(os.path.join(run_dir, "episodes.csv"), episode_rows, EPISODE_FIELDS)
@@ -245,8 +261,11 @@ def run(
     if plot:
         from rlax_zoo.plotting import plot_learning_curve
 
-        plot_learning_curve(episode_rows, os.path.join(run_dir, "learning_curve.png"),
-                            title=f"{method} on {getattr(config, 'env_id', '')}")
+        plot_learning_curve(
+            episode_rows,
+            os.path.join(run_dir, "learning_curve.png"),
+            title=f"{method} on {getattr(config, 'env_id', '')}",
+        )
     with open(os.path.join(run_dir, "status.json"), "w") as f:
         json.dump({"interrupted": interrupted, "chunk": chunk_index, "env_steps": env_steps}, f)
     return RunResult(run_dir, episode_returns, metrics_rows, interrupted, state)

@@ -47,8 +47,9 @@ def test_n_step_transition_hand_computed():
 
 
 def test_observe_drops_envpool_reset_step_and_truncation_bootstraps():
-    cfg = dqn.DQNConfig(num_envs=1, n_step=1, buffer_size=16, batch_size=4, learning_starts=4,
-                        replay="uniform")
+    cfg = dqn.DQNConfig(
+        num_envs=1, n_step=1, buffer_size=16, batch_size=4, learning_starts=4, replay="uniform"
+    )
     agent = dqn.make_agent(cfg, (1,), np.float32, 2)
     state = agent.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
     f = jnp.array
@@ -92,25 +93,43 @@ def test_unknown_env_suggests_nearest():
 
 
 SMALL = dict(
-    total_steps=4_000, num_envs=4, buffer_size=2_000, batch_size=32, learning_starts=400,
-    iterations_per_chunk=100, checkpoint_every=2, hidden_sizes=(32, 32), target_period=100,
+    total_steps=4_000,
+    num_envs=4,
+    buffer_size=2_000,
+    batch_size=32,
+    learning_starts=400,
+    iterations_per_chunk=100,
+    checkpoint_every=2,
+    hidden_sizes=(32, 32),
+    target_period=100,
 )
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     cfg = dqn.DQNConfig(**SMALL, num_seeds=2)
-    full = runner.run("dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "a"), progress=False,
-                      plot=False)
-    part = runner.run("dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "b"), progress=False,
-                      plot=False, max_chunks=3)
+    full = runner.run(
+        "dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "a"), progress=False, plot=False
+    )
+    part = runner.run(
+        "dqn",
+        dqn.make_dqn,
+        cfg,
+        run_dir=str(tmp_path / "b"),
+        progress=False,
+        plot=False,
+        max_chunks=3,
+    )
     assert part.interrupted
-    rest = runner.run("dqn", dqn.make_dqn, dqn.DQNConfig(), resume=str(tmp_path / "b"),
-                      progress=False, plot=False)
+    rest = runner.run(
+        "dqn", dqn.make_dqn, dqn.DQNConfig(), resume=str(tmp_path / "b"), progress=False, plot=False
+    )
     assert not rest.interrupted
     assert full.episode_returns == rest.episode_returns
     assert all(len(r) > 10 for r in full.episode_returns)
     assert full.episode_returns[0] != full.episode_returns[1]  # seeds differ
-    for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(rest.state.params)):
+    for a, b in zip(
+        jax.tree.leaves(full.state.params), jax.tree.leaves(rest.state.params), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     rows_a = [(r["chunk"], r["seed"], r["loss"]) for r in full.metrics]
     rows_b = [(int(r["chunk"]), int(r["seed"]), float(r["loss"])) for r in rest.metrics]

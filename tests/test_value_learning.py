@@ -1,6 +1,5 @@
 """Hand-computed checks of the one-step TD errors, including episode ends and truncation."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,19 +20,21 @@ def test_q_learning(discount, expected):
 
 def test_double_q_learning_uses_selector_argmax_and_value_table():
     # selector picks action 0; value table says 0.5 there; plain max would say 4.0
-    td = vl.double_q_learning(
-        Q_TM1, jnp.int32(2), jnp.float32(1.0), jnp.float32(0.5), Q_T, Q_T_SEL
-    )
+    td = vl.double_q_learning(Q_TM1, jnp.int32(2), jnp.float32(1.0), jnp.float32(0.5), Q_T, Q_T_SEL)
     np.testing.assert_allclose(td, 1.0 + 0.5 * 0.5 - 3.0, rtol=1e-6)
     # termination: discount 0 ignores the bootstrap entirely
-    td0 = vl.double_q_learning(Q_TM1, jnp.int32(2), jnp.float32(1.0), jnp.float32(0.0), Q_T, Q_T_SEL)
+    td0 = vl.double_q_learning(
+        Q_TM1, jnp.int32(2), jnp.float32(1.0), jnp.float32(0.0), Q_T, Q_T_SEL
+    )
     np.testing.assert_allclose(td0, 1.0 - 3.0, rtol=1e-6)
 
 
 def test_double_q_equals_q_learning_when_tables_agree():
     key = jax.random.PRNGKey(0)
     q = jax.random.normal(key, (7,))
-    a = vl.double_q_learning(Q_TM1[:1].repeat(7), jnp.int32(0), jnp.float32(0.3), jnp.float32(0.9), q, q)
+    a = vl.double_q_learning(
+        Q_TM1[:1].repeat(7), jnp.int32(0), jnp.float32(0.3), jnp.float32(0.9), q, q
+    )
     b = vl.q_learning(Q_TM1[:1].repeat(7), jnp.int32(0), jnp.float32(0.3), jnp.float32(0.9), q)
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
@@ -61,9 +62,11 @@ def test_vmap_and_jit_batch():
     d = jnp.where(jnp.arange(b) % 3 == 0, 0.0, 0.99)  # some terminations
     td = jax.jit(jax.vmap(vl.double_q_learning))(q_tm1, a_tm1, r, d, q_t, q_sel)
     q_tm1, q_t, q_sel = map(np.asarray, (q_tm1, q_t, q_sel))
-    ref = np.asarray(r) + np.asarray(d) * q_t[np.arange(b), q_sel.argmax(-1)] - q_tm1[
-        np.arange(b), np.asarray(a_tm1)
-    ]
+    ref = (
+        np.asarray(r)
+        + np.asarray(d) * q_t[np.arange(b), q_sel.argmax(-1)]
+        - q_tm1[np.arange(b), np.asarray(a_tm1)]
+    )
     np.testing.assert_allclose(td, ref, rtol=1e-5, atol=1e-6)
 
 

@@ -60,18 +60,26 @@ class DQNConfig:
     importance_beta: float = option(
         0.4, "Initial importance-weight exponent beta, annealed linearly to 1.", low=0.0, high=1.0
     )
-    priority_eps: float = option(1e-6, "Added to |TD error| for priorities.", low=0.0, low_open=True)
+    priority_eps: float = option(
+        1e-6, "Added to |TD error| for priorities.", low=0.0, low_open=True
+    )
     target_period: int = option(
         500, "Updates between hard target-network copies (when target_tau = 1).", low=1
     )
     target_tau: float = option(
-        1.0, "Polyak factor per update (1 = hard copies every target_period).", low=0.0,
-        high=1.0, low_open=True,
+        1.0,
+        "Polyak factor per update (1 = hard copies every target_period).",
+        low=0.0,
+        high=1.0,
+        low_open=True,
     )
     epsilon_start: float = option(1.0, "Initial exploration epsilon.", low=0.0, high=1.0)
     epsilon_end: float = option(0.01, "Final exploration epsilon.", low=0.0, high=1.0)
     exploration_fraction: float = option(
-        0.2, "Fraction of total_steps over which epsilon decays linearly.", low=0.0, high=1.0,
+        0.2,
+        "Fraction of total_steps over which epsilon decays linearly.",
+        low=0.0,
+        high=1.0,
         low_open=True,
     )
     learning_starts: int = option(1_000, "Environment steps before the first update.", low=0)
@@ -292,7 +300,10 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
         discount = config.discount * (1.0 - terminated.astype(jnp.float32))
         entry = (state.obs, action, reward.astype(jnp.float32), discount, done, valid)
         window = NStepWindow(
-            *(jnp.concatenate([w[1:], e[None]], axis=0) for w, e in zip(state.window, entry))
+            *(
+                jnp.concatenate([w[1:], e[None]], axis=0)
+                for w, e in zip(state.window, entry, strict=True)
+            )
         )
         obs, a, ret, disc, nxt, item_valid = n_step_transition(window, next_obs)
         items = dict(obs=obs, action=a, reward=ret, discount=disc, next_obs=nxt, valid=item_valid)
@@ -318,7 +329,11 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
         q_t_target = network.apply(target_params, batch["next_obs"])
         if config.double_q:
             td = jax.vmap(value_learning.double_q_learning)(
-                q_tm1, batch["action"], batch["reward"], batch["discount"], q_t_target,
+                q_tm1,
+                batch["action"],
+                batch["reward"],
+                batch["discount"],
+                q_t_target,
                 q_t_online,
             )
         else:
@@ -346,9 +361,7 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
             target = optax.incremental_update(params, state.target_params, config.target_tau)
         else:
             copy = num_updates % config.target_period == 0
-            target = jax.tree.map(
-                lambda p, t: jnp.where(copy, p, t), params, state.target_params
-            )
+            target = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, state.target_params)
         state = state._replace(
             params=params,
             target_params=target,
@@ -383,7 +396,9 @@ class Trainer:
     def init_state(self) -> DQNState:
         cfg = self.config
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-        first_obs = self.vec_env.first_obs.reshape((cfg.num_seeds, cfg.num_envs) + self.vec_env.obs_shape)
+        first_obs = self.vec_env.first_obs.reshape(
+            (cfg.num_seeds, cfg.num_envs) + self.vec_env.obs_shape
+        )
         return jax.jit(jax.vmap(self.agent.init))(keys, jnp.asarray(first_obs))
 
     @property
@@ -420,7 +435,9 @@ class Trainer:
         for seed in range(s):
             m = done[:, :, seed, :]
             episodes.append(
-                np.stack([offsets[:, :, seed, :][m], rets[:, :, seed, :][m], lens[:, :, seed, :][m]], -1)
+                np.stack(
+                    [offsets[:, :, seed, :][m], rets[:, :, seed, :][m], lens[:, :, seed, :][m]], -1
+                )
             )
         upd = out.updates
         scalars = {
@@ -458,6 +475,7 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
         carry, (steps, actions) = jax.lax.scan(vector_step, carry, None, config.rollout_length)
         handle, state = carry
         if learn:
+
             def one_update(st, _):
                 return jax.vmap(agent.update)(st)
 
@@ -476,5 +494,3 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
         return handle, state, ChunkOutput(steps, upd, actions)
 
     return Trainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)
-
-

@@ -1,0 +1,45 @@
+"""Checkpoints: round trip, a corrupt newest checkpoint falls back, a missing one is clear."""
+
+import os
+
+import numpy as np
+import pytest
+
+from rlax_zoo.checkpointing import Checkpointer, CheckpointError
+
+
+def _tree(x):
+    return {"w": np.full((3,), x, np.float32), "step": np.int32(x)}
+
+
+def test_round_trip_and_corrupt_fallback(tmp_path):
+    ck = Checkpointer(str(tmp_path / "run" / "checkpoints"))
+    ck.save(1, _tree(1.0), {"chunk": 1})
+    ck.save(2, _tree(2.0), {"chunk": 2})
+    other = tmp_path / "other_run.txt"
+    other.write_text("keep me")
+    state, meta, step = ck.restore(lambda meta: _tree(0.0))
+    assert step == 2 and meta["chunk"] == 2
+    np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
+    # corrupt the newest: every file in its folder truncated to garbage
+    for root, _, files in os.walk(os.path.join(ck.directory, "2")):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"\x00garbage")
+    with pytest.warns(UserWarning, match="skipped unreadable checkpoint"):
+        state, meta, step = ck.restore(lambda meta: _tree(0.0))
+    assert step == 1 and float(state["w"][0]) == 1.0
+    assert other.read_text() == "keep me"
+
+
+def test_missing_checkpoint_is_clear(tmp_path):
+    ck = Checkpointer(str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        ck.restore(lambda meta: _tree(0.0))
+
+
+def test_structure_mismatch_is_clear(tmp_path):
+    ck = Checkpointer(str(tmp_path / "c"))
+    ck.save(1, _tree(1.0), {"chunk": 1})
+    with pytest.raises(CheckpointError, match="unreadable or does not match"):
+        ck.restore(lambda meta: {"w": np.zeros((5, 5), np.float32)})

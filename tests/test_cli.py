@@ -59,3 +59,39 @@ def test_resume_missing_run_is_clear(capsys, tmp_path):
     code = cli.main(["train", "dqn", "--resume", str(tmp_path / "nope")])
     assert code == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_checkpoints_and_resume_finishes(tmp_path):
+    """A real SIGINT to `rlax-zoo train dqn`: it checkpoints, exits 0, and --resume finishes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    small = ["--total-steps", "6000", "--num-envs", "4", "--buffer-size", "1000",
+             "--batch-size", "32", "--learning-starts", "200", "--iterations-per-chunk", "25",
+             "--hidden-sizes", "16", "--checkpoint-every", "1000", "--no-progress"]
+    cmd = [sys.executable, "-m", "rlax_zoo.cli", "train", "dqn", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd + small, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    metrics = run_dir / "metrics.csv"
+    deadline = time.time() + 240
+    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["interrupted"], out
+    assert os.listdir(run_dir / "checkpoints")
+    done = subprocess.run(
+        [sys.executable, "-m", "rlax_zoo.cli", "train", "dqn", "--resume", str(run_dir),
+         "--no-progress"], capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert not status["interrupted"] and status["env_steps"] >= 6000
+    assert (run_dir / "learning_curve.png").exists()

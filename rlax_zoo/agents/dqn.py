@@ -43,7 +43,7 @@ class DQNConfig:
     num_seeds: int = option(1, "Independent seeds trained at once (vmapped agent).", low=1)
     total_steps: int = option(100_000, "Environment steps per seed.", low=1)
     num_envs: int = option(8, "Parallel environments per seed.", low=1)
-    buffer_size: int = option(50_000, "Replay capacity (transitions) per seed.", low=1)
+    buffer_size: int = option(10_000, "Replay capacity (transitions) per seed.", low=1)
     batch_size: int = option(128, "Minibatch size per update.", low=1)
     learning_rate: float = option(5e-4, "Adam learning rate.", low=0.0, low_open=True)
     adam_eps: float = option(1e-5, "Adam epsilon.", low=0.0, low_open=True)
@@ -62,6 +62,12 @@ class DQNConfig:
     )
     priority_eps: float = option(
         1e-6, "Added to |TD error| for priorities.", low=0.0, low_open=True
+    )
+    importance_normalization: str = option(
+        "batch",
+        "Divide importance weights by their max over the sampled batch (as Dopamine and "
+        "most implementations do) or over the whole buffer (its least likely item).",
+        choices=("batch", "buffer"),
     )
     target_period: int = option(
         500, "Updates between hard target-network copies (when target_tau = 1).", low=1
@@ -84,7 +90,7 @@ class DQNConfig:
     )
     learning_starts: int = option(1_000, "Environment steps before the first update.", low=0)
     rollout_length: int = option(1, "Vector-env steps per iteration.", low=1)
-    updates_per_rollout: int = option(1, "Gradient updates per iteration.", low=1)
+    updates_per_rollout: int = option(4, "Gradient updates per iteration.", low=1)
     hidden_sizes: tuple[int, ...] = option((128, 128), "MLP torso sizes (vector obs).", low=1)
     loss: str = option("huber", "TD loss.", choices=("huber", "mse"))
     iterations_per_chunk: int = option(
@@ -350,8 +356,11 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
         key, sample_key = jax.random.split(state.key)
         beta = linear_schedule(config.importance_beta, 1.0, total_steps, state.env_steps)
         sample = buffer.sample(state.replay, sample_key, beta)
+        weights = sample.weights
+        if config.importance_normalization == "batch":
+            weights = weights / jnp.max(weights)
         (loss, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, sample.items, sample.weights
+            state.params, state.target_params, sample.items, weights
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -85,10 +85,10 @@ def make_vec_env(env_id: str, num_envs: int, seed: int, **env_kwargs) -> VecEnv:
     check_env_id(env_id)
     if num_envs < 1:
         raise EnvError(f"num_envs must be >= 1, got {num_envs}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # gymnasium's float64 -> float32 Box notices
         warnings.simplefilter("ignore")
         env = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **env_kwargs)
-    space = env.action_space
+        space, obs_space = env.action_space, env.observation_space
     if not hasattr(space, "n"):
         raise EnvError(f"env_id: {env_id!r} has a continuous action space; DQN needs discrete")
     handle, _, _, step = env.xla()
@@ -99,8 +99,8 @@ def make_vec_env(env_id: str, num_envs: int, seed: int, **env_kwargs) -> VecEnv:
         step=step,
         first_obs=np.asarray(obs),
         num_envs=num_envs,
-        obs_shape=tuple(env.observation_space.shape),
-        obs_dtype=env.observation_space.dtype,
+        obs_shape=tuple(obs_space.shape),
+        obs_dtype=obs_space.dtype,
         num_actions=int(space.n),
     )
 

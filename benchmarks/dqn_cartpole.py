@@ -67,10 +67,12 @@ def main() -> None:
     with open(os.path.join(result.run_dir, "episodes.csv")) as f:
         rows = list(csv.DictReader(f))
     reached = 0
-    print(f"\nDQN default config, CartPole-v1, {args.total_steps} env steps per seed, "
-          f"{args.seeds} seeds vmapped; wall time {wall:.0f} s (with compilation)\n")
-    print("| seed | first step with mean(last 20) >= %g | best mean(last 20) | final mean(last 20) |"
-          % args.threshold)
+    print(
+        f"\nDQN default config, CartPole-v1, {args.total_steps} env steps per seed, "
+        f"{args.seeds} seeds vmapped; wall time {wall:.0f} s (with compilation)\n"
+    )
+    thr = f"{args.threshold:g}"
+    print(f"| seed | first step with mean(last 20) >= {thr} | best mean(last 20) | final |")
     print("|---|---|---|---|")
     for s in range(args.seeds):
         steps, means = trailing_means(rows, s)
@@ -79,9 +81,12 @@ def main() -> None:
         reached += first is not None
         best = float(means.max()) if len(means) else float("nan")
         final = float(means[-1]) if len(means) else float("nan")
-        print(f"| {s} | {first if first is not None else 'not reached'} | {best:.1f} | {final:.1f} |")
-    print(f"\nseeds reaching {args.threshold:g} within {args.total_steps} steps: "
-          f"{reached}/{args.seeds}; run folder: {result.run_dir}")
+        shown = first if first is not None else "not reached"
+        print(f"| {s} | {shown} | {best:.1f} | {final:.1f} |")
+    print(
+        f"\nseeds reaching {args.threshold:g} within {args.total_steps} steps: "
+        f"{reached}/{args.seeds}; run folder: {result.run_dir}"
+    )
 
 
 if __name__ == "__main__":

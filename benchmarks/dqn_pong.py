@@ -95,8 +95,10 @@ def main() -> None:
         f"| DQN training loop (learning chunks) | {loop_fps:,.0f} | "
         f"{sps.min() * FRAME_SKIP:,.0f}-{sps.max() * FRAME_SKIP:,.0f} |"
     )
-    print(f"| envpool raw xla step, random actions | {np.median(raw):,.0f} | "
-          f"{min(raw):,.0f}-{max(raw):,.0f} |")
+    print(
+        f"| envpool raw xla step, random actions | {np.median(raw):,.0f} | "
+        f"{min(raw):,.0f}-{max(raw):,.0f} |"
+    )
     print(f"\nloop / raw env: {loop_fps / np.median(raw):.3f}")
     eps = result.episode_returns[0]
     print(f"episodes finished: {len(eps)}; returns: {[round(x) for x in eps]}")

@@ -1,1 +1,4 @@
-"""Generative models (DDPM, latent diffusion, disguise attack). Filled in by later issues; nothing is exported yet."""
+"""Generative models (DDPM, latent diffusion, the disguise attack).
+
+Filled in by later issues; nothing is exported yet.
+"""

@@ -71,12 +71,29 @@ def test_ctrl_c_checkpoints_and_resume_finishes(tmp_path):
     import time
 
     run_dir = tmp_path / "run"
-    small = ["--total-steps", "6000", "--num-envs", "4", "--buffer-size", "1000",
-             "--batch-size", "32", "--learning-starts", "200", "--iterations-per-chunk", "25",
-             "--hidden-sizes", "16", "--checkpoint-every", "1000", "--no-progress"]
+    small = [
+        "--total-steps",
+        "6000",
+        "--num-envs",
+        "4",
+        "--buffer-size",
+        "1000",
+        "--batch-size",
+        "32",
+        "--learning-starts",
+        "200",
+        "--iterations-per-chunk",
+        "25",
+        "--hidden-sizes",
+        "16",
+        "--checkpoint-every",
+        "1000",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "rlax_zoo.cli", "train", "dqn", "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(cmd + small, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd + small, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     metrics = run_dir / "metrics.csv"
     deadline = time.time() + 240
     while not metrics.exists() and time.time() < deadline and proc.poll() is None:
@@ -88,8 +105,19 @@ def test_ctrl_c_checkpoints_and_resume_finishes(tmp_path):
     assert status["interrupted"], out
     assert os.listdir(run_dir / "checkpoints")
     done = subprocess.run(
-        [sys.executable, "-m", "rlax_zoo.cli", "train", "dqn", "--resume", str(run_dir),
-         "--no-progress"], capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "rlax_zoo.cli",
+            "train",
+            "dqn",
+            "--resume",
+            str(run_dir),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     status = json.loads((run_dir / "status.json").read_text())

@@ -140,8 +140,9 @@ def test_default_agent_learns_cartpole_quickly(tmp_path):
     """The default config (double + dueling + prioritized, n-step 3) on CartPole-v1: from ~22
     (random) to a mean return well above 150 over the last 20 episodes within 20k steps."""
     cfg = dqn.DQNConfig(total_steps=20_000)
-    res = runner.run("dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "r"), progress=False,
-                     plot=False)
+    res = runner.run(
+        "dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "r"), progress=False, plot=False
+    )
     returns = res.episode_returns[0]
     assert np.mean(returns[:20]) < 60  # it starts near random
     assert np.mean(returns[-20:]) > 150, returns[-20:]

@@ -11,6 +11,7 @@ frames); the learning curve of whatever it ran goes to its run folder.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -18,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.dqn_cartpole import machine_line
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.dqn_cartpole import machine_line  # noqa: E402
 from rlax_zoo import runner
 from rlax_zoo.agents import dqn
 from rlax_zoo.envs.envpool_env import make_vec_env

@@ -146,3 +146,36 @@ def test_default_agent_learns_cartpole_quickly(tmp_path):
     returns = res.episode_returns[0]
     assert np.mean(returns[:20]) < 60  # it starts near random
     assert np.mean(returns[-20:]) > 150, returns[-20:]
+
+
+@pytest.mark.parametrize(
+    "env_id,extra",
+    [
+        ("Acrobot-v1", {}),
+        ("MountainCar-v0", {}),
+        (
+            "Breakout-v5",
+            dict(
+                buffer_size=256,
+                batch_size=8,
+                learning_starts=64,
+                total_steps=128,
+                iterations_per_chunk=8,
+                reward_clip=True,
+                episodic_life=True,
+            ),
+        ),
+    ],
+)
+def test_other_envs_run(tmp_path, env_id, extra):
+    """Vector observations (MLP torso) and Atari frames (Nature CNN, Python-driven loop)."""
+    kwargs = dict(SMALL, total_steps=1_000, learning_starts=200, iterations_per_chunk=25)
+    kwargs.update(extra)
+    cfg = dqn.DQNConfig(env_id=env_id, **kwargs)
+    res = runner.run(
+        "dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "r"), progress=False, plot=False
+    )
+    losses = [r["loss"] for r in res.metrics]
+    assert losses[-1] > 0 and np.isfinite(losses).all()
+    obs = res.state.obs
+    assert obs.shape[-3:] == (4, 84, 84) if env_id.endswith("-v5") else obs.ndim == 3

@@ -90,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                 resume=args.resume,
                 progress=not args.no_progress,
             )
-        except (config_lib.ConfigError, EnvError, CheckpointError, FileExistsError) as e:
+        except (
+            config_lib.ConfigError,
+            EnvError,
+            CheckpointError,
+            FileExistsError,
+            FloatingPointError,
+        ) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2
         status = (

@@ -211,6 +211,13 @@ def run(
             dt = time.perf_counter() - t0
             actions_log.append(np.asarray(out.actions))
             summary = trainer.summarize(out)
+            for name, values in summary.scalars.items():
+                if not np.all(np.isfinite(values)):
+                    raise FloatingPointError(
+                        f"{name} became {values} in chunk {chunk_index} (env step {env_steps}): "
+                        "training diverged; nothing was checkpointed after the last finite "
+                        "chunk. Lower learning_rate or max_grad_norm and start again."
+                    )
             steps_in_chunk = iters * trainer.steps_per_iteration
             for seed_i in range(num_seeds):
                 for step_idx, ret, length in summary.episodes[seed_i]:

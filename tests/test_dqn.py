@@ -179,3 +179,11 @@ def test_other_envs_run(tmp_path, env_id, extra):
     assert losses[-1] > 0 and np.isfinite(losses).all()
     obs = res.state.obs
     assert obs.shape[-3:] == (4, 84, 84) if env_id.endswith("-v5") else obs.ndim == 3
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path):
+    cfg = dqn.DQNConfig(**dict(SMALL, learning_rate=1e30, total_steps=2_000, max_grad_norm=1e30))
+    with pytest.raises(FloatingPointError, match="diverged"):
+        runner.run(
+            "dqn", dqn.make_dqn, cfg, run_dir=str(tmp_path / "r"), progress=False, plot=False
+        )

@@ -47,7 +47,7 @@ class DQNConfig:
     batch_size: int = option(128, "Minibatch size per update.", low=1)
     learning_rate: float = option(5e-4, "Adam learning rate.", low=0.0, low_open=True)
     adam_eps: float = option(1e-5, "Adam epsilon.", low=0.0, low_open=True)
-    max_grad_norm: float = option(10.0, "Global gradient-norm clip.", low=0.0, low_open=True)
+    max_grad_norm: float = option(10.0, "Global gradient-norm clip (0 = no clipping).", low=0.0)
     discount: float = option(0.99, "Discount gamma.", low=0.0, high=1.0)
     n_step: int = option(3, "n of the n-step targets (1 = one-step DQN).", low=1, high=100)
     double_q: bool = option(True, "Double DQN target (van Hasselt et al. 2016, eq. 4).")
@@ -98,6 +98,12 @@ class DQNConfig:
     )
     checkpoint_every: int = option(
         20, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
+    )
+    env_threads: int = option(
+        -1,
+        "envpool worker threads (-1: one for classic control, envpool's default for Atari; "
+        "0: envpool's default).",
+        low=-1,
     )
     loop: str = option(
         "auto",
@@ -260,7 +266,9 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
             eps=config.priority_eps,
         )
     optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.clip_by_global_norm(config.max_grad_norm)
+        if config.max_grad_norm
+        else optax.identity(),
         optax.adam(config.learning_rate, eps=config.adam_eps),
     )
     k, n = config.num_envs, config.n_step
@@ -336,11 +344,11 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
         return state, out
 
     def loss_fn(params, target_params, batch, weights):
-        obs_both = jnp.concatenate([batch["obs"], batch["next_obs"]], axis=0)
-        q_both = network.apply(params, obs_both)
-        q_tm1, q_t_online = jnp.split(q_both, 2, axis=0)
+        q_tm1 = network.apply(params, batch["obs"])
         q_t_target = network.apply(target_params, batch["next_obs"])
         if config.double_q:
+            # the selector needs no gradient: a forward pass only (no backward over next_obs)
+            q_t_online = network.apply(jax.lax.stop_gradient(params), batch["next_obs"])
             td = jax.vmap(value_learning.double_q_learning)(
                 q_tm1,
                 batch["action"],
@@ -473,7 +481,8 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
         env_kwargs = {}
         if is_atari(config.env_id):
             env_kwargs = dict(episodic_life=config.episodic_life, reward_clip=config.reward_clip)
-        vec_env = make_vec_env(config.env_id, s * k, config.seed, **env_kwargs)
+        threads = None if config.env_threads < 0 else config.env_threads
+        vec_env = make_vec_env(config.env_id, s * k, config.seed, threads, **env_kwargs)
     agent = make_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
     env_step = vec_env.step
 

@@ -1,0 +1,616 @@
+"""Training speed of our DQN on CartPole-v1 vs purejaxrl's DQN and envpool's raw step.
+
+Everything runs in ONE process and is measured interleaved: after one warm-up call per
+measurement (which compiles it), every repeat times each measurement once, in turn, and we
+report the median (and min-max) over repeats. Each timed call ends with
+`jax.block_until_ready`.
+
+Measurements (env steps per second, `--num-envs` environments, `--steps` env steps per call):
+
+* ours: `Trainer.run_chunk(handle, state, learn=True, n)` of `rlax_zoo.agents.dqn` (the
+  learning phase: each iteration is one vector step of all envs then one gradient update),
+  after a collection chunk has filled the buffer with `learning_starts` steps. Two configs:
+    - "matched": purejaxrl's DQN hyperparameters (see PUREJAXRL_CONFIG below): plain DQN
+      (no double Q, no dueling, uniform replay, 1-step), MLP 120-84, buffer 10k, batch 128,
+      one update per vector step of 10 envs (TRAINING_INTERVAL = 10 env steps), hard target
+      copy every 500 env steps (= 50 updates), MSE loss, Adam(2.5e-4, eps 1e-8), no gradient
+      clipping (max_grad_norm = 0).
+    - "default": our default algorithm (double Q + dueling + proportional prioritized replay +
+      3-step returns, huber loss, Adam eps 1e-5, grad clip 10) with the same sizes.
+* peer: purejaxrl's `make_train(config)` (github.com/luchris429/purejaxrl, purejaxrl/dqn.py),
+  loaded from `--purejaxrl-file` (never part of this repo; skipped with a message if absent).
+  Its whole training run is one jitted function, so we time two lengths, T0 = 20k steps
+  (10k collection + 10k learning) and T0 + `--steps`, and report `--steps / (t1 - t0)`
+  (t = median over repeats; min-max from the per-repeat pairs): the learning-phase
+  throughput without compile, init or collection. Two compatibility edits
+  are applied to its source in memory (idempotent, printed): `import wandb` is dropped (only
+  its `main()` uses it) and `jax.tree_map` becomes `jax.tree.map` (removed in jax 0.10). It
+  needs gymnax 0.0.x (gymnax >= 1.0 changed `env.step` to return 6 values; tested with
+  gymnax 0.0.9 and flashbax 0.1.3).
+* ceiling: envpool's raw `env.xla()` step alone in a jitted `lax.scan` with fixed int32 actions.
+* breakdown (per config): the loop rebuilt from `make_agent` (vmapped over a seed axis of size
+  1, as `make_dqn` does) adding one piece at a time: env only -> + act (network forward,
+  epsilon-greedy) -> + observe (n-step window, replay add, episode stats) -> + update (sample,
+  loss/grad, Adam, set_priorities, target). Also the update's pieces alone, per update, on a
+  filled buffer: sample; sample + set_priorities; full update.
+
+Caveats: the peer steps gymnax's CartPole (pure JAX, fused by XLA into the training loop),
+ours steps envpool's C++ CartPole through an XLA custom call (a host thread pool); they are
+different env implementations with different episode statistics. The peer's buffer stores
+each transition once (flashbax flat buffer, (s, s') pairs by index); ours stores obs and
+next_obs (needed for n-step and truncation). The Python driver of `rlax_zoo.runner` (CSV rows,
+action log, checkpoints) is not timed here: this is `run_chunk` alone.
+
+Run:  python benchmarks/bench_dqn_speed.py --purejaxrl-file /tmp/purejaxrl_dqn.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlax_zoo.agents.dqn import DQNConfig, make_agent, make_dqn
+from rlax_zoo.envs.envpool_env import make_vec_env
+
+ENV_ID = "CartPole-v1"
+
+# purejaxrl/dqn.py main() (commit 31756b1, Sep 2024). Checked against the file when present.
+PUREJAXRL_CONFIG = {
+    "NUM_ENVS": 10,
+    "BUFFER_SIZE": 10000,
+    "BUFFER_BATCH_SIZE": 128,
+    "TOTAL_TIMESTEPS": 5e5,
+    "EPSILON_START": 1.0,
+    "EPSILON_FINISH": 0.05,
+    "EPSILON_ANNEAL_TIME": 25e4,
+    "TARGET_UPDATE_INTERVAL": 500,
+    "LR": 2.5e-4,
+    "LEARNING_STARTS": 10000,
+    "TRAINING_INTERVAL": 10,
+    "LR_LINEAR_DECAY": False,
+    "GAMMA": 0.99,
+    "TAU": 1.0,
+    "ENV_NAME": "CartPole-v1",
+}
+PUREJAXRL_HIDDEN = (120, 84)  # its QNetwork: Dense 120 - ReLU - Dense 84 - ReLU - Dense A
+PEER_T0 = 20_000  # the peer's shorter run: 10k collection + 10k learning steps
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def sizes(num_envs: int) -> dict:
+    """What both of our configs share with the peer (one update per vector step)."""
+    p = PUREJAXRL_CONFIG
+    return dict(
+        env_id=ENV_ID,
+        num_envs=num_envs,
+        buffer_size=p["BUFFER_SIZE"],
+        batch_size=p["BUFFER_BATCH_SIZE"],
+        hidden_sizes=PUREJAXRL_HIDDEN,
+        rollout_length=1,
+        updates_per_rollout=1,
+        target_period=max(1, p["TARGET_UPDATE_INTERVAL"] // num_envs),
+        learning_starts=p["LEARNING_STARTS"],
+        total_steps=int(p["TOTAL_TIMESTEPS"]),
+        discount=p["GAMMA"],
+    )
+
+
+def matched_config(num_envs: int) -> DQNConfig:
+    p = PUREJAXRL_CONFIG
+    return DQNConfig(
+        **sizes(num_envs),
+        double_q=False,
+        dueling=False,
+        replay="uniform",
+        n_step=1,
+        loss="mse",
+        learning_rate=p["LR"],
+        adam_eps=1e-8,
+        max_grad_norm=0.0,
+        epsilon_start=p["EPSILON_START"],
+        epsilon_end=p["EPSILON_FINISH"],
+        exploration_fraction=p["EPSILON_ANNEAL_TIME"] / p["TOTAL_TIMESTEPS"],
+    )
+
+
+def default_config(num_envs: int) -> DQNConfig:
+    return DQNConfig(**sizes(num_envs))
+
+
+def peer_config(num_envs: int, total: int) -> dict:
+    cfg = dict(PUREJAXRL_CONFIG, NUM_ENVS=num_envs, TOTAL_TIMESTEPS=total)
+    # One update per vector step, as in the original (10 envs, interval 10 env steps).
+    cfg["TRAINING_INTERVAL"] = num_envs
+    return cfg
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+class Measurement:
+    """A named timed call; `call()` runs once and returns the seconds to report."""
+
+    def __init__(self, name: str, steps: int, call: Callable[[], float]):
+        self.name, self.steps, self._call = name, steps, call
+        self.times: list[float] = []
+
+    def warm_up(self) -> None:
+        self._call()
+
+    def time_once(self) -> None:
+        self.times.append(self._call())
+
+    def rates(self) -> list[float]:
+        return [self.steps / t for t in self.times]
+
+    def median_time(self) -> float:
+        return statistics.median(self.times)
+
+    def median_rate(self) -> float:
+        return statistics.median(self.rates())
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def call() -> float:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        return time.perf_counter() - t0
+
+    return call
+
+
+def ours_full_loop(cfg: DQNConfig, steps: int) -> tuple[Callable[[], float], int]:
+    """Trainer.run_chunk(learn=True) after a collection chunk of learning_starts steps."""
+    trainer = make_dqn(cfg)
+    spi = trainer.steps_per_iteration
+    state, handle = trainer.init_state(), trainer.vec_env.handle
+    handle, state, _ = trainer.run_chunk(handle, state, False, -(-cfg.learning_starts // spi))
+    # Block: with an envpool chunk still in flight, dispatching the next jitted call (here
+    # another env's init) hung this process (jax 0.10.2 CPU, envpool 1.2.5, 2 cores).
+    jax.block_until_ready((handle, state))
+    iters = max(1, steps // spi)
+    carry = [handle, state]
+
+    def fn():
+        handle, state, out = trainer.run_chunk(carry[0], carry[1], True, iters)
+        carry[:] = [handle, state]
+        return handle, state, out
+
+    return timed(fn), iters * spi
+
+
+def raw_env(num_envs: int, steps: int, seed: int) -> tuple[Callable[[], float], int]:
+    """envpool's env.xla() step alone, fixed int32 actions, in a jitted lax.scan."""
+    env = make_vec_env(ENV_ID, num_envs, seed)
+    actions = jnp.asarray(np.arange(num_envs) % env.num_actions, jnp.int32)
+    n = max(1, steps // num_envs)
+
+    @jax.jit
+    def run(handle):
+        def body(carry, _):
+            h, acc = carry
+            h, (_obs, reward, *_rest) = env.step(h, actions)
+            return (h, acc + jnp.sum(reward)), None
+
+        (handle, acc), _ = jax.lax.scan(body, (handle, jnp.zeros((), jnp.float32)), None, n)
+        return handle, acc
+
+    carry = [env.handle]
+
+    def fn():
+        carry[0], acc = run(carry[0])
+        return carry[0], acc
+
+    return timed(fn), n * num_envs
+
+
+ENV, ACT, OBSERVE, UPDATE = range(4)
+LEVEL_NAMES = {
+    ENV: "env only",
+    ACT: "+ act (forward, eps-greedy)",
+    OBSERVE: "+ observe (n-step, replay add)",
+    UPDATE: "+ update (sample, loss/grad, priorities, target)",
+}
+
+
+def _agent_setup(cfg: DQNConfig):
+    env = make_vec_env(cfg.env_id, cfg.num_envs, cfg.seed)
+    agent = make_agent(cfg, env.obs_shape, env.obs_dtype, env.num_actions)
+    keys = jax.random.PRNGKey(cfg.seed)[None]
+    first = jnp.asarray(env.first_obs)[None]
+    state = jax.jit(jax.vmap(agent.init))(keys, first)
+    return env, agent, state
+
+
+def _make_loop(cfg: DQNConfig, env, agent, level: int):
+    """The rebuilt loop up to `level`: jitted (handle, state, n) -> (handle, state)."""
+    k = cfg.num_envs
+    fixed = jnp.asarray(np.arange(k) % env.num_actions, jnp.int32)[None]
+
+    def vector_step(carry, _):
+        handle, state = carry
+        if level >= ACT:
+            state, actions = jax.vmap(agent.act)(state)
+        else:
+            actions = fixed
+        handle, (obs, reward, term, trunc, _info) = env.step(handle, actions.reshape(k))
+        if level >= OBSERVE:
+            state, _ = jax.vmap(agent.observe)(
+                state, actions, obs[None], reward[None], term[None], trunc[None]
+            )
+        else:
+            state = state._replace(
+                obs=obs[None].astype(state.obs.dtype), env_steps=state.env_steps + k
+            )
+        return (handle, state), None
+
+    def iteration(carry, _):
+        carry, _ = jax.lax.scan(vector_step, carry, None, cfg.rollout_length)
+        if level >= UPDATE:
+            handle, state = carry
+            state, _ = jax.lax.scan(
+                lambda s, _: jax.vmap(agent.update)(s), state, None, cfg.updates_per_rollout
+            )
+            carry = (handle, state)
+        return carry, None
+
+    @partial(jax.jit, static_argnums=(2,), donate_argnums=(1,))
+    def run(handle, state, n):
+        carry, _ = jax.lax.scan(iteration, (handle, state), None, n)
+        return carry
+
+    return run
+
+
+def breakdown_loop(cfg: DQNConfig, level: int, steps: int) -> tuple[Callable[[], float], int]:
+    env, agent, state = _agent_setup(cfg)
+    spi = cfg.steps_per_iteration
+    handle = env.handle
+    if level >= UPDATE:  # fill the buffer first, as the trainer's collection phase does
+        collect = _make_loop(cfg, env, agent, OBSERVE)
+        handle, state = jax.block_until_ready(
+            collect(handle, state, -(-cfg.learning_starts // spi))
+        )
+    run = _make_loop(cfg, env, agent, level)
+    iters = max(1, steps // spi)
+    carry = [handle, state]
+
+    def fn():
+        carry[:] = run(carry[0], carry[1], iters)
+        return carry
+
+    return timed(fn), iters * spi
+
+
+UPDATE_PIECES = ("sample", "sample + set_priorities", "full update")
+
+
+def update_piece(cfg: DQNConfig, piece: str, num_updates: int) -> Callable[[], float]:
+    """`num_updates` updates' worth of one piece, on a buffer filled by collection."""
+    env, agent, state = _agent_setup(cfg)
+    collect = _make_loop(cfg, env, agent, OBSERVE)
+    _, state = jax.block_until_ready(
+        collect(env.handle, state, -(-cfg.learning_starts // cfg.steps_per_iteration))
+    )
+    buffer = agent.buffer
+
+    def sample_only(carry, _):
+        st, acc = carry
+        key, sk = jax.random.split(st.key[0])
+        sample = buffer.sample(jax.tree.map(lambda x: x[0], st.replay), sk, 0.5)
+        acc = acc + sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(sample))
+        return (st._replace(key=key[None]), acc), None
+
+    def sample_set(carry, _):
+        st, acc = carry
+        key, sk, tk = jax.random.split(st.key[0], 3)
+        replay = jax.tree.map(lambda x: x[0], st.replay)
+        sample = buffer.sample(replay, sk, 0.5)
+        td = jax.random.normal(tk, (cfg.batch_size,)) + jnp.sum(sample.weights)
+        replay = buffer.set_priorities(replay, sample.indices, td)
+        replay = jax.tree.map(lambda x: x[None], replay)
+        acc = acc + sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(sample))
+        return (st._replace(key=key[None], replay=replay), acc), None
+
+    def full(carry, _):
+        st, acc = carry
+        st, out = jax.vmap(agent.update)(st)
+        return (st, acc + out.loss[0]), None
+
+    body = {"sample": sample_only, "sample + set_priorities": sample_set, "full update": full}
+
+    @partial(jax.jit, donate_argnums=(0,))
+    def run(st):
+        return jax.lax.scan(body[piece], (st, jnp.zeros((), jnp.float32)), None, num_updates)[0]
+
+    carry = [state]
+
+    def fn():
+        carry[0], acc = run(carry[0])
+        return acc
+
+    return timed(fn)
+
+
+# ----------------------------------------------------------------------------- the peer
+
+
+def load_peer(path: str):
+    """Import purejaxrl's dqn.py from `path` with two in-memory compatibility edits."""
+    with open(path) as f:
+        src = f.read()
+    edits = [
+        ("import wandb\n", "wandb = None  # bench edit: only main() uses wandb\n"),
+        ("jax.tree_map(", "jax.tree.map("),
+    ]
+    applied = []
+    for old, new in edits:
+        if old in src:
+            src = src.replace(old, new)
+            applied.append(f"{old.strip()!r} -> {new.split('  #')[0].strip()!r}")
+    module = types.ModuleType("purejaxrl_dqn")
+    module.__file__ = path
+    sys.modules[module.__name__] = module  # chex/dataclasses look the module up by name
+    exec(compile(src, path, "exec"), module.__dict__)  # noqa: S102 - the user's own file
+    return module, applied, _peer_main_config(src)
+
+
+def _peer_main_config(src: str) -> dict | None:
+    """The literal `config = {...}` of the peer's main(), if it can be read."""
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.FunctionDef) and node.name == "main":
+            for stmt in node.body:
+                if (
+                    isinstance(stmt, ast.Assign)
+                    and getattr(stmt.targets[0], "id", None) == "config"
+                    and isinstance(stmt.value, ast.Dict)
+                ):
+                    try:
+                        return ast.literal_eval(stmt.value)
+                    except ValueError:
+                        return None
+    return None
+
+
+class PeerMeasurement(Measurement):
+    """Slope of two run lengths: steps / (t(T0 + steps) - t(T0)).
+
+    Each repeat times both lengths (long first). The median rate uses the difference of the
+    two medians (robust to one stalled call); min-max are the per-repeat paired slopes.
+    """
+
+    def __init__(self, steps: int, short_call, long_call):
+        super().__init__("peer", steps, lambda: (long_call(), short_call()))
+        self.pairs: list[tuple[float, float]] = []
+
+    def time_once(self) -> None:
+        self.pairs.append(self._call())
+        self.times.append(self.pairs[-1][0] - self.pairs[-1][1])
+
+    def median_time(self) -> float:
+        return statistics.median(p[0] for p in self.pairs) - statistics.median(
+            p[1] for p in self.pairs
+        )
+
+    def median_rate(self) -> float:
+        return self.steps / self.median_time()
+
+
+def peer_measurement(module, num_envs: int, steps: int) -> PeerMeasurement:
+    steps = max(1, steps // num_envs) * num_envs
+    short = jax.jit(module.make_train(peer_config(num_envs, PEER_T0)))
+    long = jax.jit(module.make_train(peer_config(num_envs, PEER_T0 + steps)))
+    rng = jax.random.PRNGKey(0)
+    return PeerMeasurement(steps, timed(lambda: short(rng)), timed(lambda: long(rng)))
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def header(args) -> list[str]:
+    import envpool
+    import flax
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cmd = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
+    return [
+        f"command: {cmd}",
+        f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"nproc: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))})",
+        f"cpu: {cpu}",
+        f"platform: {platform.platform()}, python {platform.python_version()}",
+        f"jax {jax.__version__} (backend {jax.default_backend()}), envpool {envpool.__version__},"
+        f" flax {flax.__version__}",
+        f"repeats: {args.repeats}, steps per timed call: {args.steps}, num envs: {args.num_envs}",
+    ]
+
+
+def fmt_rate(m: Measurement) -> str:
+    r = m.rates()
+    return f"{m.median_rate():,.0f} ({min(r):,.0f} to {max(r):,.0f})"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if not a or not b else f"{a / b:.2f}x"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
+    parser.add_argument("--steps", type=int, default=50_000, help="env steps per timed call")
+    parser.add_argument("--num-envs", type=int, default=10, help="parallel envs (peer: 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--purejaxrl-file",
+        default="/tmp/purejaxrl_dqn.py",
+        help="path to purejaxrl/dqn.py (github.com/luchris429/purejaxrl); skipped if absent",
+    )
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.steps < 1 or args.num_envs < 1:
+        parser.error("--repeats, --steps and --num-envs must be >= 1")
+    warnings.filterwarnings("ignore", message=".*int64.*")  # gymnax asks for int64 dtypes
+
+    lines = header(args)
+    print("\n".join(lines), flush=True)
+    if args.num_envs != PUREJAXRL_CONFIG["NUM_ENVS"]:
+        print(
+            f"note: --num-envs {args.num_envs} differs from purejaxrl's 10; both sides still do "
+            "one update per vector step (peer TRAINING_INTERVAL set to --num-envs)."
+        )
+
+    configs = {
+        "matched": matched_config(args.num_envs),
+        "default": default_config(args.num_envs),
+    }
+    labels = {
+        "matched": "ours, matched to purejaxrl (plain DQN, uniform replay, 1-step)",
+        "default": "ours, default (double + dueling + prioritized, 3-step)",
+    }
+    measurements: dict[str, Measurement] = {}
+
+    def add(key: str, call: Callable[[], float], steps: int) -> None:
+        measurements[key] = Measurement(key, steps, call)
+
+    print("building and compiling ...", flush=True)
+    t_build = time.perf_counter()
+    for name, cfg in configs.items():
+        call, steps = ours_full_loop(cfg, args.steps)
+        add(f"full/{name}", call, steps)
+    call, steps = raw_env(args.num_envs, args.steps, args.seed)
+    add("ceiling", call, steps)
+
+    peer_note = None
+    if os.path.exists(args.purejaxrl_file):
+        try:
+            module, applied, file_config = load_peer(args.purejaxrl_file)
+            print(f"peer: {args.purejaxrl_file}; in-memory edits: {applied or 'none needed'}")
+            if file_config is not None:
+                diff = {
+                    k: (v, file_config.get(k))
+                    for k, v in PUREJAXRL_CONFIG.items()
+                    if file_config.get(k) != v
+                }
+                if diff:
+                    print(f"WARNING: the peer file's main() config differs from ours: {diff}")
+            measurements["peer"] = peer_measurement(module, args.num_envs, args.steps)
+        except Exception as e:  # noqa: BLE001 - report and go on without the peer
+            peer_note = f"peer skipped: could not load/run {args.purejaxrl_file}: {e!r}"
+    else:
+        peer_note = (
+            f"peer skipped: {args.purejaxrl_file} does not exist (export purejaxrl/dqn.py from "
+            "github.com/luchris429/purejaxrl there and `pip install 'gymnax<1' flashbax`)."
+        )
+    if peer_note:
+        print(peer_note)
+
+    if not args.no_breakdown:
+        for name, cfg in configs.items():
+            for level in (ENV, ACT, OBSERVE, UPDATE):
+                call, steps = breakdown_loop(cfg, level, args.steps)
+                add(f"level/{name}/{level}", call, steps)
+            num_updates = max(1, args.steps // cfg.steps_per_iteration) * cfg.updates_per_rollout
+            for piece in UPDATE_PIECES:
+                add(f"piece/{name}/{piece}", update_piece(cfg, piece, num_updates), num_updates)
+
+    for m in measurements.values():
+        m.warm_up()  # compiles; the peer's warm-up compiles both lengths
+    print(f"built and compiled in {time.perf_counter() - t_build:.0f} s; timing ...", flush=True)
+
+    for r in range(args.repeats):  # interleaved: one call of each measurement per repeat
+        t_rep = time.perf_counter()
+        for m in measurements.values():
+            m.time_once()
+        print(f"  repeat {r + 1}/{args.repeats}: {time.perf_counter() - t_rep:.1f} s", flush=True)
+
+    peer_rate = measurements["peer"].median_rate() if "peer" in measurements else None
+    ceiling_rate = measurements["ceiling"].median_rate()
+    print()
+    print(
+        f"### Training loop, {ENV_ID}, {args.num_envs} envs, learning phase "
+        "(env steps/s, median over repeats)\n"
+    )
+    print("| configuration | env steps/s, median (min-max) | vs purejaxrl | vs raw-env ceiling |")
+    print("|---|---|---|---|")
+    rows = [(labels[n], measurements[f"full/{n}"]) for n in configs]
+    if "peer" in measurements:
+        rows.append(("purejaxrl DQN (gymnax CartPole, flashbax)", measurements["peer"]))
+    rows.append(("ceiling: envpool env.xla() step only, fixed actions", measurements["ceiling"]))
+    for label, m in rows:
+        rate = m.median_rate()
+        print(
+            f"| {label} | {fmt_rate(m)} | {ratio(rate, peer_rate)} | {ratio(rate, ceiling_rate)} |"
+        )
+    if peer_note:
+        print(f"\n{peer_note}")
+
+    if not args.no_breakdown:
+        for name, cfg in configs.items():
+            full = measurements[f"full/{name}"]
+            t_full = full.median_time() / full.steps  # seconds per env step
+            print(f"\n### Where the time goes: {labels[name]}\n")
+            print(
+                "| variant (cumulative) | env steps/s, median (min-max) | us per 1k env steps |"
+                " share of full loop | increment |"
+            )
+            print("|---|---|---|---|---|")
+            prev = 0.0
+            for level in (ENV, ACT, OBSERVE, UPDATE):
+                m = measurements[f"level/{name}/{level}"]
+                t = m.median_time() / m.steps
+                print(
+                    f"| {LEVEL_NAMES[level]} | {fmt_rate(m)} | {t * 1e9:,.0f} |"
+                    f" {t / t_full:.0%} | {(t - prev) / t_full:+.0%} |"
+                )
+                prev = t
+            print(
+                f"| full loop (Trainer.run_chunk, learn=True) | {fmt_rate(full)} |"
+                f" {t_full * 1e9:,.0f} | 100% | |"
+            )
+            per_iter = t_full * cfg.steps_per_iteration
+            print(
+                f"\nUpdate pieces alone (no env), {cfg.updates_per_rollout} update per "
+                f"{cfg.steps_per_iteration} env steps:\n"
+            )
+            print("| piece | us per update, median (min-max) | share of full loop |")
+            print("|---|---|---|")
+            for piece in UPDATE_PIECES:
+                m = measurements[f"piece/{name}/{piece}"]
+                per = [t / m.steps * 1e6 for t in m.times]
+                med = statistics.median(per)
+                share = med * 1e-6 * cfg.updates_per_rollout / per_iter
+                print(f"| {piece} | {med:,.1f} ({min(per):,.1f}-{max(per):,.1f}) | {share:.0%} |")
+    if args.repeats < 5:
+        print(f"\nnote: only {args.repeats} repeats (use >= 5 for reported numbers)")
+    if not math.isfinite(ceiling_rate):
+        print("note: the ceiling measurement is not finite")
+
+
+if __name__ == "__main__":
+    main()

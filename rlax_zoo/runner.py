@@ -75,6 +75,17 @@ def _write_csv(path: str, rows: list[dict], fields: list[str] | None = None) -> 
     os.replace(tmp, path)
 
 
+def _append_csv(path: str, rows: list[dict], start: int, fields: list[str] | None = None) -> int:
+    """Append rows[start:] (the whole file when start == 0); returns len(rows)."""
+    if start == 0 or not os.path.exists(path):
+        _write_csv(path, rows, fields)
+    elif start < len(rows):
+        fields = fields or list(dict.fromkeys(k for r in rows for k in r))
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writerows(rows[start:])
+    return len(rows)
+
+
 class _StopFlag:
     """SIGINT sets a flag; the loop checkpoints after the chunk in flight and exits."""
 
@@ -177,6 +188,9 @@ def run(
         episode_rows = _read_csv(os.path.join(run_dir, "episodes.csv"))
         episode_rows = [r for r in episode_rows if int(r["env_steps"]) <= meta["env_steps"]]
 
+    metrics_path = os.path.join(run_dir, "metrics.csv")
+    episodes_path = os.path.join(run_dir, "episodes.csv")
+    written_metrics = written_episodes = 0  # a resumed run rewrites its (truncated) files once
     num_seeds = config.num_seeds
     episode_returns = [[] for _ in range(num_seeds)]
     for r in episode_rows:
@@ -254,8 +268,11 @@ def run(
                     ret=f"{mean_ret:.1f}", sps=f"{steps_in_chunk * num_seeds / dt:,.0f}"
                 )
                 bar.update(steps_in_chunk)
-            _write_csv(os.path.join(run_dir, "metrics.csv"), metrics_rows)
-            _write_csv(os.path.join(run_dir, "episodes.csv"), episode_rows, EPISODE_FIELDS)
+            # append only what is new (rewriting whole files each chunk is quadratic)
+            written_metrics = _append_csv(metrics_path, metrics_rows, written_metrics)
+            written_episodes = _append_csv(
+                episodes_path, episode_rows, written_episodes, EPISODE_FIELDS
+            )
             stop_now = flag.stop or (max_chunks is not None and chunks_this_call >= max_chunks)
             if stop_now and chunk_index < len(schedule):
                 save()

@@ -26,21 +26,17 @@ import json
 import os
 import signal
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 
 from rlax_zoo import config as config_lib
+from rlax_zoo.agents.base import ChunkSummary  # noqa: F401 - re-exported for methods
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
 from rlax_zoo.envs.envpool_env import replay_actions
 
 EPISODE_FIELDS = ["seed", "episode", "env_steps", "return", "length"]
-
-
-class ChunkSummary(NamedTuple):
-    episodes: list[np.ndarray]  # per seed: [E, 3] (step index within chunk, return, length)
-    scalars: dict[str, np.ndarray]  # name -> [S]
 
 
 @dataclasses.dataclass

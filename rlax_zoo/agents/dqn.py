@@ -11,8 +11,9 @@ Papers:
 Layout: the agent's functions (`init`, `act`, `observe`, `update`) are written for ONE seed
 and `jax.vmap`ped over a leading seed axis; envpool steps all `num_seeds * num_envs` envs as
 one batch (its xla handle cannot be vmapped). `make_dqn(config)` returns a `Trainer` whose
-`run_chunk` is one jitted `lax.scan` over iterations (each: `rollout_length` vector steps then
-`updates_per_rollout` gradient updates); the Python driver in `rlax_zoo.runner` calls it.
+`run_chunk` runs a chunk of iterations (each: `rollout_length` vector steps then
+`updates_per_rollout` gradient updates) as one jitted `lax.scan`, or, for image observations,
+as one jitted iteration per Python call (see `loop`); the driver in `rlax_zoo.runner` calls it.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ import optax
 
 from rlax_zoo import replay as replay_lib
 from rlax_zoo import value_learning
+from rlax_zoo.agents.base import ChunkSummary
 from rlax_zoo.config import ConfigError, option
 from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, is_atari, make_vec_env
 from rlax_zoo.networks import QNetwork
-from rlax_zoo.runner import ChunkSummary
 
 
 @dataclasses.dataclass(frozen=True)

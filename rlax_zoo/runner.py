@@ -5,7 +5,7 @@ A method provides a trainer with:
   init_state() -> state                    the initial state pytree (leading seed axis)
   schedule() -> list[(learn, iterations)]  the run's chunks, fixed by the config alone
   run_chunk(handle, state, learn, n)       one jitted chunk -> (handle, state, out)
-  summarize(out) -> ChunkSummary           per-seed finished episodes and scalar metrics
+  summarize(out) -> agents.base.ChunkSummary  per-seed finished episodes and scalar metrics
   steps_per_iteration                      env steps per seed in one iteration
 
 The run folder holds config.json, metrics.csv (one row per chunk and seed), episodes.csv
@@ -32,7 +32,6 @@ import jax
 import numpy as np
 
 from rlax_zoo import config as config_lib
-from rlax_zoo.agents.base import ChunkSummary  # noqa: F401 - re-exported for methods
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
 from rlax_zoo.envs.envpool_env import replay_actions
 

@@ -1,4 +1,4 @@
-"""Value networks (flax.linen): MLP and Nature-CNN torsos, a Q head and the dueling head.
+"""Networks (flax.linen): MLP and Nature-CNN torsos, Q and dueling heads, an actor-critic.
 
 Vendorable: imports only jax and flax.
 
@@ -136,3 +136,36 @@ class QNetwork(nn.Module):
         if self.dueling:
             return DuelingHead(self.num_actions, self.head_hidden_size, self.aggregator)(features)
         return QHead(self.num_actions, self.head_hidden_size)(features)
+
+
+class ActorCriticNetwork(nn.Module):
+    """Policy logits and state value: observations [B, ...] -> (logits [B, A], value [B]).
+
+    The policy pi(a|s) = softmax(logits) and the baseline / critic V(s) of the actor-critic
+    methods (Sutton et al. 2000; Mnih et al. 2016, Algorithm S3). `shared_torso` gives one
+    torso with two linear heads (A3C's network); otherwise the policy and the value each get
+    their own torso. torso: "mlp" for vector observations, "nature_cnn" for Atari frames.
+    """
+
+    num_actions: int
+    torso: str = "mlp"
+    hidden_sizes: Sequence[int] = (64, 64)
+    shared_torso: bool = True
+
+    def _torso(self, name: str):
+        if self.torso == "mlp":
+            return MLP(self.hidden_sizes, name=name)
+        if self.torso == "nature_cnn":
+            return NatureCNN(name=name)
+        raise ValueError(f"torso must be 'mlp' or 'nature_cnn', got {self.torso!r}")
+
+    @nn.compact
+    def __call__(self, obs):
+        policy_features = self._torso("torso" if self.shared_torso else "policy_torso")(obs)
+        value_features = policy_features if self.shared_torso else self._torso("value_torso")(obs)
+        # a near-uniform initial policy (small orthogonal init, as CleanRL and PureJaxRL do)
+        logits = nn.Dense(
+            self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy"
+        )(policy_features)
+        value = nn.Dense(1, name="value")(value_features)[..., 0]
+        return logits, value

@@ -19,7 +19,6 @@ as one jitted iteration per Python call (see `loop`); the driver in `rlax_zoo.ru
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -29,7 +28,12 @@ import optax
 
 from rlax_zoo import replay as replay_lib
 from rlax_zoo import value_learning
-from rlax_zoo.agents.base import ChunkSummary
+from rlax_zoo.agents.base import (
+    ChunkSummary,
+    episodes_per_seed,
+    make_chunk_runner,
+    python_loop_for,
+)
 from rlax_zoo.config import ConfigError, option
 from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, is_atari, make_vec_env
 from rlax_zoo.networks import QNetwork
@@ -449,21 +453,10 @@ class Trainer:
 
     def summarize(self, out: ChunkOutput) -> ChunkSummary:
         """Finished episodes per seed (env-step offset in the chunk, return, length)."""
-        done = np.asarray(out.steps.done)  # [I, R, S, K]
-        i, r, s, k = done.shape
-        # env steps (per seed) elapsed at the end of each vector step, broadcast over K
-        offsets = (np.arange(i * r).reshape(i, r, 1, 1) + 1) * k
-        offsets = np.broadcast_to(offsets, done.shape)
-        rets = np.asarray(out.steps.episode_return)
-        lens = np.asarray(out.steps.episode_length)
-        episodes = []
-        for seed in range(s):
-            m = done[:, :, seed, :]
-            episodes.append(
-                np.stack(
-                    [offsets[:, :, seed, :][m], rets[:, :, seed, :][m], lens[:, :, seed, :][m]], -1
-                )
-            )
+        episodes = episodes_per_seed(
+            out.steps.done, out.steps.episode_return, out.steps.episode_length
+        )
+        s = len(episodes)
         upd = out.updates
         scalars = {
             name: np.asarray(getattr(upd, name)).reshape(-1, s).mean(0)
@@ -497,17 +490,13 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
         )
         return (handle, state), (out, actions.reshape(s * k))
 
-    # XLA:CPU runs convolution gradients about 10x slower inside a rolled while loop than
-    # outside one (measured: Nature-CNN Adam step 0.72 s in lax.scan, 0.07 s unrolled), so for
-    # the CNN torso ("python" loop) Python drives the iterations and the inner loops unroll.
-    python_loop = config.loop == "python" or (config.loop == "auto" and len(vec_env.obs_shape) == 3)
-    unroll = True if python_loop else 1
+    python_loop = python_loop_for(config.loop, vec_env.obs_shape)
+    unroll = True if python_loop else 1  # inner loops unroll when Python drives iterations
 
-    def iteration(carry, _, learn: bool):
-        carry, (steps, actions) = jax.lax.scan(
-            vector_step, carry, None, config.rollout_length, unroll=unroll
+    def iteration(handle, state, learn: bool):
+        (handle, state), (steps, actions) = jax.lax.scan(
+            vector_step, (handle, state), None, config.rollout_length, unroll=unroll
         )
-        handle, state = carry
         if learn:
 
             def one_update(st, _):
@@ -519,27 +508,12 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
         else:
             zeros = jnp.zeros((config.updates_per_rollout, s), jnp.float32)
             upd = UpdateOutput(zeros, zeros, zeros)
-        return (handle, state), (steps, upd, actions)
+        return handle, state, (steps, upd, actions)
 
-    @partial(jax.jit, static_argnums=(2, 3), donate_argnums=(1,))
-    def scan_chunk(handle, state, learn: bool, num_iterations: int):
-        (handle, state), (steps, upd, actions) = jax.lax.scan(
-            partial(iteration, learn=learn), (handle, state), None, num_iterations
-        )
+    chunk_runner = make_chunk_runner(iteration, python_loop)
+
+    def run_chunk(handle, state, learn: bool, num_iterations: int):
+        handle, state, (steps, upd, actions) = chunk_runner(handle, state, learn, num_iterations)
         return handle, state, ChunkOutput(steps, upd, actions.reshape((-1, s * k)))
 
-    @partial(jax.jit, static_argnums=(2,), donate_argnums=(1,))
-    def one_iteration(handle, state, learn: bool):
-        (handle, state), out = iteration((handle, state), None, learn)
-        return handle, state, out
-
-    def python_chunk(handle, state, learn: bool, num_iterations: int):
-        outs = []
-        for _ in range(num_iterations):
-            handle, state, out = one_iteration(handle, state, learn)
-            outs.append(out)
-        steps, upd, actions = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-        return handle, state, ChunkOutput(steps, upd, actions.reshape((-1, s * k)))
-
-    run_chunk = python_chunk if python_loop else scan_chunk
     return Trainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)

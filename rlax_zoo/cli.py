@@ -23,17 +23,28 @@ class Method(NamedTuple):
     aliases: dict
 
 
-def _dqn_config():
-    from rlax_zoo.agents.dqn import DQNConfig
-
-    return DQNConfig
+def _config(path: str):
+    """A lazily imported config class ("module:Class"), so --help stays fast."""
+    return lambda: _resolve(path)
 
 
 METHODS = {
     "dqn": Method(
-        config_cls=_dqn_config,
+        config_cls=_config("rlax_zoo.agents.dqn:DQNConfig"),
         build="rlax_zoo.agents.dqn:make_dqn",
         help="DQN with Double Q, dueling head, prioritized replay (default on), n-step targets.",
+        aliases={"env_id": "--env"},
+    ),
+    "a2c": Method(
+        config_cls=_config("rlax_zoo.agents.actor_critic:A2CConfig"),
+        build="rlax_zoo.agents.actor_critic:make_a2c",
+        help="Synchronous advantage actor-critic (Mnih et al. 2016, Alg. S3) on vmapped envs.",
+        aliases={"env_id": "--env"},
+    ),
+    "reinforce": Method(
+        config_cls=_config("rlax_zoo.agents.actor_critic:ReinforceConfig"),
+        build="rlax_zoo.agents.actor_critic:make_a2c",
+        help="REINFORCE with a learned baseline (Williams 1992; Sutton et al. 2000).",
         aliases={"env_id": "--env"},
     ),
 }

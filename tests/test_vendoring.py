@@ -11,8 +11,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRIMITIVES = [
     "rlax_zoo/value_learning.py",
     "rlax_zoo/multistep.py",
+    "rlax_zoo/policy_gradient.py",
     "rlax_zoo/replay.py",
     "rlax_zoo/networks.py",
+    "rlax_zoo/shaping.py",
 ]
 
 

@@ -319,7 +319,7 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
         explore = jax.random.uniform(k_explore, (k,)) < epsilon
         return state._replace(key=key), jnp.where(explore, random_a, greedy)
 
-    def observe(state: DQNState, action, next_obs, reward, terminated, truncated):
+    def observe(state: DQNState, action, next_obs, reward, terminated, truncated, env_reward=None):
         """Record one vector step: n-step window, replay insertion, episode statistics."""
         valid = ~state.prev_done  # the step after an episode end is envpool's reset step
         done = (terminated | truncated) & valid
@@ -334,7 +334,9 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
         obs, a, ret, disc, nxt, item_valid = n_step_transition(window, next_obs)
         items = dict(obs=obs, action=a, reward=ret, discount=disc, next_obs=nxt, valid=item_valid)
         replay_state = buffer.add(state.replay, items)
-        episode_return = state.episode_return + jnp.where(valid, reward, 0.0)
+        # logged returns are the environment's own, also under a reward-shaping wrapper
+        logged = reward if env_reward is None else env_reward
+        episode_return = state.episode_return + jnp.where(valid, logged, 0.0)
         episode_length = state.episode_length + valid.astype(jnp.int32)
         out = StepOutput(done=done, episode_return=episode_return, episode_length=episode_length)
         state = state._replace(
@@ -483,10 +485,16 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
     def vector_step(carry, _):
         handle, state = carry
         state, actions = jax.vmap(agent.act)(state)  # [S, K]
-        handle, (obs, reward, term, trunc, _info) = env_step(handle, actions.reshape(s * k))
+        handle, (obs, reward, term, trunc, info) = env_step(handle, actions.reshape(s * k))
         split = lambda x: x.reshape((s, k) + x.shape[1:])  # noqa: E731
         state, out = jax.vmap(agent.observe)(
-            state, actions, split(obs), split(reward), split(term), split(trunc)
+            state,
+            actions,
+            split(obs),
+            split(reward),
+            split(term),
+            split(trunc),
+            split(info.get("env_reward", reward)),
         )
         return (handle, state), (out, actions.reshape(s * k))
 

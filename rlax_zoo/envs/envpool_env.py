@@ -108,7 +108,9 @@ def make_vec_env(
         env = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **env_kwargs)
         space, obs_space = env.action_space, env.observation_space
     if not hasattr(space, "n"):
-        raise EnvError(f"env_id: {env_id!r} has a continuous action space; DQN needs discrete")
+        raise EnvError(
+            f"env_id: {env_id!r} has a continuous action space; these methods need discrete actions"
+        )
     handle, _, _, step = env.xla()
     obs, _ = env.reset()
     return VecEnv(

@@ -200,6 +200,67 @@ def rollout_returns(
     return multistep.lambda_returns(reward, discount_t, next_value, lambda_t)
 
 
+def actor_critic_loss(network, params, rollout: Transition, last_obs, config):
+    """The advantage actor-critic loss of a rollout (Mnih et al. 2016, Algorithm S3).
+
+    L = -mean[log pi(a_t|s_t) sg(A_t)] + value_cost mean[0.5 A_t^2] - entropy_cost mean[H_t],
+    A_t = G_t - V(s_t) with G_t from `rollout_returns`; means over valid (non-reset) steps.
+
+    Args:
+      network: an `ActorCriticNetwork`; params its parameters.
+      rollout: a `Transition` with leaves [T, K, ...].
+      last_obs: [K, ...] the observation after the rollout's last step.
+      config: anything with discount, entropy_cost, value_cost, normalize_advantages.
+    Returns:
+      (loss [], UpdateOutput).
+    """
+    t, k = rollout.action.shape
+    all_obs = jnp.concatenate([rollout.obs, last_obs[None]], axis=0)  # [T+1, K, ...]
+    logits, values = network.apply(params, all_obs.reshape((-1,) + all_obs.shape[2:]))
+    logits = logits.reshape((t + 1, k, -1))[:-1]
+    values = values.reshape((t + 1, k))
+    returns = jax.vmap(rollout_returns, in_axes=(1, 1, 1, 1, None), out_axes=1)(
+        rollout.reward,
+        rollout.terminated,
+        rollout.truncated,
+        jax.lax.stop_gradient(values[1:]),
+        config.discount,
+    )
+    advantages = returns - values[:-1]
+    mask = rollout.valid.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    pg_adv = jax.lax.stop_gradient(advantages)
+    if config.normalize_advantages:
+        centred = pg_adv - jnp.sum(mask * pg_adv) / count
+        pg_adv = centred / (jnp.sqrt(jnp.sum(mask * centred**2) / count) + 1e-8)
+    # the primitives average over time: these weights make it a mean over valid steps
+    flat = lambda x: x.reshape((t * k,) + x.shape[2:])  # noqa: E731
+    w = flat(mask) * (t * k) / count
+    policy_loss = policy_gradient.policy_gradient_loss(
+        flat(logits), flat(rollout.action), flat(pg_adv), w
+    )
+    entropy = -policy_gradient.entropy_loss(flat(logits), w)
+    value_loss = jnp.mean(w * 0.5 * flat(advantages) ** 2)
+    loss = policy_loss + config.value_cost * value_loss - config.entropy_cost * entropy
+    return loss, UpdateOutput(loss, policy_loss, value_loss, entropy)
+
+
+def make_optimizer(config, num_updates: int) -> optax.GradientTransformation:
+    """Gradient clipping then Adam or RMSProp (eps inside the square root, as in Mnih et al.
+    2016, Sec. 4's shared RMSProp), learning rate optionally annealed linearly to 0."""
+    lr = (
+        optax.linear_schedule(config.learning_rate, 0.0, max(1, num_updates))
+        if config.anneal_learning_rate
+        else config.learning_rate
+    )
+    if config.optimizer == "adam":
+        opt = optax.adam(lr, eps=config.optimizer_eps)
+    else:
+        opt = optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.optimizer_eps)
+    clip = config.max_grad_norm
+    return optax.chain(optax.clip_by_global_norm(clip) if clip else optax.identity(), opt)
+
+
 class ActorCriticAgent(NamedTuple):
     init: Any
     act: Any
@@ -216,22 +277,7 @@ def make_agent(config: A2CConfig, obs_shape, obs_dtype, num_actions: int) -> Act
         hidden_sizes=config.hidden_sizes,
         shared_torso=config.shared_torso,
     )
-    num_updates = max(1, config.total_steps // config.steps_per_iteration)
-    lr = (
-        optax.linear_schedule(config.learning_rate, 0.0, num_updates)
-        if config.anneal_learning_rate
-        else config.learning_rate
-    )
-    if config.optimizer == "adam":
-        opt = optax.adam(lr, eps=config.optimizer_eps)
-    else:
-        opt = optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.optimizer_eps)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm)
-        if config.max_grad_norm
-        else optax.identity(),
-        opt,
-    )
+    optimizer = make_optimizer(config, config.total_steps // config.steps_per_iteration)
     k = config.num_envs
 
     def init(key, first_obs) -> ActorCriticState:
@@ -278,35 +324,7 @@ def make_agent(config: A2CConfig, obs_shape, obs_dtype, num_actions: int) -> Act
         return state, transition, out
 
     def loss_fn(params, rollout: Transition, last_obs):
-        t = rollout.action.shape[0]
-        all_obs = jnp.concatenate([rollout.obs, last_obs[None]], axis=0)  # [T+1, K, ...]
-        logits, values = network.apply(params, all_obs.reshape((-1,) + all_obs.shape[2:]))
-        logits = logits.reshape((t + 1, k, -1))[:-1]
-        values = values.reshape((t + 1, k))
-        returns = jax.vmap(rollout_returns, in_axes=(1, 1, 1, 1, None), out_axes=1)(
-            rollout.reward,
-            rollout.terminated,
-            rollout.truncated,
-            jax.lax.stop_gradient(values[1:]),
-            config.discount,
-        )
-        advantages = returns - values[:-1]
-        mask = rollout.valid.astype(jnp.float32)
-        count = jnp.maximum(jnp.sum(mask), 1.0)
-        pg_adv = jax.lax.stop_gradient(advantages)
-        if config.normalize_advantages:
-            centred = pg_adv - jnp.sum(mask * pg_adv) / count
-            pg_adv = centred / (jnp.sqrt(jnp.sum(mask * centred**2) / count) + 1e-8)
-        # the primitives average over time: these weights make it a mean over valid steps
-        flat = lambda x: x.reshape((t * k,) + x.shape[2:])  # noqa: E731
-        w = flat(mask) * (t * k) / count
-        policy_loss = policy_gradient.policy_gradient_loss(
-            flat(logits), flat(rollout.action), flat(pg_adv), w
-        )
-        entropy = -policy_gradient.entropy_loss(flat(logits), w)
-        value_loss = jnp.mean(w * 0.5 * flat(advantages) ** 2)
-        loss = policy_loss + config.value_cost * value_loss - config.entropy_cost * entropy
-        return loss, UpdateOutput(loss, policy_loss, value_loss, entropy)
+        return actor_critic_loss(network, params, rollout, last_obs, config)
 
     def update(state: ActorCriticState, rollout: Transition):
         """One gradient step on the rollout [T, K] just collected (on-policy)."""

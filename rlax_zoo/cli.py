@@ -21,6 +21,7 @@ class Method(NamedTuple):
     build: str  # "module:function" (imported lazily so --help is fast)
     help: str
     aliases: dict
+    fixed: tuple = ()  # config fields that are not flags (fixed by the subcommand)
 
 
 def _config(path: str):
@@ -34,20 +35,37 @@ METHODS = {
         build="rlax_zoo.agents.dqn:make_dqn",
         help="DQN with Double Q, dueling head, prioritized replay (default on), n-step targets.",
         aliases={"env_id": "--env"},
+        fixed=("method",),
     ),
     "a2c": Method(
         config_cls=_config("rlax_zoo.agents.actor_critic:A2CConfig"),
         build="rlax_zoo.agents.actor_critic:make_a2c",
         help="Synchronous advantage actor-critic (Mnih et al. 2016, Alg. S3) on vmapped envs.",
         aliases={"env_id": "--env"},
+        fixed=("method",),
     ),
     "reinforce": Method(
         config_cls=_config("rlax_zoo.agents.actor_critic:ReinforceConfig"),
         build="rlax_zoo.agents.actor_critic:make_a2c",
         help="REINFORCE with a learned baseline (Williams 1992; Sutton et al. 2000).",
         aliases={"env_id": "--env"},
+        fixed=("method",),
     ),
 }
+_ASYNC = {
+    "async-q": ("AsyncQConfig", "Asynchronous one-step Q-learning (Mnih et al. 2016, Alg. 1)."),
+    "async-sarsa": ("AsyncSarsaConfig", "Asynchronous one-step Sarsa (Mnih et al. 2016)."),
+    "async-nstep-q": ("AsyncNStepQConfig", "Asynchronous n-step Q-learning (Alg. S2)."),
+    "a3c": ("A3CConfig", "Asynchronous advantage actor-critic, A3C (Alg. S3), CPU threads."),
+}
+for _name, (_cls, _help) in _ASYNC.items():
+    METHODS[_name] = Method(
+        config_cls=_config(f"rlax_zoo.agents.async_methods:{_cls}"),
+        build="rlax_zoo.agents.async_methods:make_async",
+        help=_help + " Runs are not deterministic (thread interleaving).",
+        aliases={"env_id": "--env"},
+        fixed=("method",),
+    )
 
 
 def _resolve(path: str):
@@ -67,9 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=method.help,
             description=method.help,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        config_lib.add_arguments(p, method.config_cls(), method.aliases)
+        config_lib.add_arguments(p, method.config_cls(), method.aliases, skip=method.fixed)
         p.add_argument("--run-dir", default=None, help="Run folder (default: runs/<method>-...).")
         p.add_argument(
             "--resume",

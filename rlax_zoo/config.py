@@ -89,11 +89,19 @@ def _parse_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, aliases: dict[str, str] | None = None):
-    """Add one flag per field of the dataclass `cls` (defaults shown in --help)."""
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls,
+    aliases: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+):
+    """Add one flag per field of the dataclass `cls` (defaults shown in --help), except the
+    fields named in `skip`."""
     aliases = aliases or {}
     types = _field_types(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         names = [flag] + ([aliases[f.name]] if f.name in aliases else [])
         meta, kind = f.metadata, types[f.name]
@@ -104,7 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls, aliases: dict[str, str] 
             text += f" Allowed: {_range_text(meta)}."
         if kind is bool:
             parser.add_argument(
-                *names, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text
+                *names,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{text} (default: {f.default})",
             )
             continue
         parse = _parse_tuple if typing.get_origin(kind) is tuple else kind

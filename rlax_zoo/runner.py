@@ -148,16 +148,21 @@ def run(
         f.write(config_lib.to_json(config))
 
     state = trainer.init_state()
-    handle = trainer.vec_env.handle
+    # exact resume replays the action log through envpool; trainers whose runs cannot be
+    # replayed (asynchronous threads) set exact_resume = False and resume with fresh envs
+    exact = getattr(trainer, "exact_resume", True)
+    handle = trainer.vec_env.handle if exact else None
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
     schedule = trainer.schedule()
     chunk_index, actions_log = 0, []
     metrics_rows: list[dict] = []
     episode_rows: list[dict] = []
     if resume is not None:
-        num_envs_total = trainer.vec_env.num_envs
+        num_envs_total = trainer.vec_env.num_envs if exact else 0
 
         def target(meta):
+            if not exact:
+                return {"state": state}
             return {
                 "state": state,
                 "actions": np.zeros((meta["num_logged"], num_envs_total), np.int32),
@@ -166,15 +171,16 @@ def run(
         restored, meta, _ = checkpointer.restore(target)
         state = jax.tree.map(jax.numpy.asarray, restored["state"])
         chunk_index = int(meta["chunk"])
-        log = np.asarray(restored["actions"], np.int32)
-        actions_log = [log]
-        handle, obs = replay_actions(trainer.vec_env, log)
-        saved_obs = np.asarray(state.obs).reshape(obs.shape)
-        if not np.array_equal(obs, saved_obs):
-            raise CheckpointError(
-                "resume: replaying the logged actions did not reproduce the saved observations "
-                "(is this the same envpool version and env?)"
-            )
+        if exact:
+            log = np.asarray(restored["actions"], np.int32)
+            actions_log = [log]
+            handle, obs = replay_actions(trainer.vec_env, log)
+            saved_obs = np.asarray(state.obs).reshape(obs.shape)
+            if not np.array_equal(obs, saved_obs):
+                raise CheckpointError(
+                    "resume: replaying the logged actions did not reproduce the saved "
+                    "observations (is this the same envpool version and env?)"
+                )
         metrics_rows = [
             r
             for r in _read_csv(os.path.join(run_dir, "metrics.csv"))
@@ -186,7 +192,7 @@ def run(
     metrics_path = os.path.join(run_dir, "metrics.csv")
     episodes_path = os.path.join(run_dir, "episodes.csv")
     written_metrics = written_episodes = 0  # a resumed run rewrites its (truncated) files once
-    num_seeds = config.num_seeds
+    num_seeds = getattr(config, "num_seeds", 1)
     episode_returns = [[] for _ in range(num_seeds)]
     for r in episode_rows:
         episode_returns[int(r["seed"])].append(float(r["return"]))
@@ -203,6 +209,10 @@ def run(
     chunks_this_call = 0
 
     def save():
+        if not exact:
+            meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": 0}
+            checkpointer.save(chunk_index, {"state": state}, meta)
+            return
         log = (
             np.concatenate(actions_log, axis=0)
             if actions_log
@@ -218,7 +228,8 @@ def run(
             handle, state, out = trainer.run_chunk(handle, state, learn, iters)
             jax.block_until_ready(state)
             dt = time.perf_counter() - t0
-            actions_log.append(np.asarray(out.actions))
+            if exact:
+                actions_log.append(np.asarray(out.actions))
             summary = trainer.summarize(out)
             for name, values in summary.scalars.items():
                 if not np.all(np.isfinite(values)):

@@ -1,0 +1,156 @@
+"""Bar: updates per second of an asynchronous method with 2 threads against 1 thread on this
+machine, measured in one process, interleaved, median of several repeats.
+
+    python benchmarks/bench_async_threads.py [--methods a3c,q] [--env CartPole-v1]
+        [--envs-per-thread 8] [--segments 1000] [--repeats 5]
+
+Beside the method it times the two pieces a thread runs, each with 1 and 2 threads, so the
+ceiling is visible: envpool's `env.xla()` stepping alone (5-step jitted calls, one env per
+thread) and pure-JAX compute alone (a jitted 64x64 matmul chain), plus the CPU time per wall
+second of one thread's env stepping (envpool's worker thread and its spin-waiting caller).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from rlax_zoo.agents import async_methods as am  # noqa: E402
+from rlax_zoo.envs.envpool_env import make_vec_env  # noqa: E402
+
+
+def in_threads(fns, duration: float) -> list[float]:
+    """Run each fn (a no-argument callable doing one unit of work) in its own thread for
+    `duration` seconds; return each thread's units per second."""
+    stop = threading.Event()
+    rates = [0.0] * len(fns)
+
+    def loop(i):
+        n, t0 = 0, time.perf_counter()
+        while not stop.is_set():
+            fns[i]()
+            n += 1
+        rates[i] = n / (time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    time.sleep(duration)
+    stop.set()
+    for t in threads:
+        t.join()
+    return rates
+
+
+def env_worker(seed: int, env_id: str):
+    env = make_vec_env(env_id, 1, seed)
+    step = env.step
+
+    @jax.jit
+    def five(handle):
+        def body(h, _):
+            h, (obs, *_rest) = step(h, jnp.zeros((1,), jnp.int32))
+            return h, obs
+
+        return jax.lax.scan(body, handle, None, 5)
+
+    box = [env.handle]
+
+    def unit():
+        box[0], obs = five(box[0])
+        np.asarray(obs)
+
+    unit()
+    return unit
+
+
+def compute_worker():
+    @jax.jit
+    def f(x):
+        return jax.lax.scan(lambda c, _: (jnp.tanh(c @ c) * 0.5, None), x, None, 20)[0]
+
+    box = [jnp.ones((64, 64)) * 0.01]
+
+    def unit():
+        box[0] = f(box[0])
+        np.asarray(box[0][0, 0])
+
+    unit()
+    return unit
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default="a3c,q")
+    p.add_argument("--env", default="CartPole-v1")
+    p.add_argument("--envs-per-thread", type=int, default=8)
+    p.add_argument("--segments", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    print("command: python " + " ".join(sys.argv))
+    print("machine: " + machine_line())
+
+    print("\n| what | 1 thread | 2 threads (total) | 2 / 1 |")
+    print("|---|---:|---:|---:|")
+    for method in args.methods.split(","):
+        trainers, states = {}, {}
+        for k in (1, 2):
+            cfg = dataclasses.replace(
+                am.AsyncConfig(),
+                method=method,
+                env_id=args.env,
+                threads=k,
+                envs_per_thread=args.envs_per_thread,
+            )
+            trainers[k] = am.make_async(cfg)
+            states[k] = trainers[k].init_state()
+            _, states[k], _ = trainers[k].run_chunk(None, states[k], True, 20)  # compile
+        rates = {1: [], 2: []}
+        for _ in range(args.repeats):
+            for k in (1, 2):
+                t0 = time.perf_counter()
+                _, states[k], _ = trainers[k].run_chunk(None, states[k], True, args.segments)
+                rates[k].append(args.segments / (time.perf_counter() - t0))
+        one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        print(
+            f"| {method} updates/s ({args.env}, {args.envs_per_thread} envs/thread) "
+            f"| {one:,.0f} | {two:,.0f} | {two / one:.2f} |",
+            flush=True,
+        )
+
+    for name, make in (
+        (f"envpool {args.env} xla step alone, 5-step calls/s", lambda i: env_worker(i, args.env)),
+        ("pure-JAX compute alone, calls/s", lambda i: compute_worker()),
+    ):
+        fns = [make(i) for i in range(2)]
+        ones, twos = [], []
+        for _ in range(args.repeats):
+            ones.append(in_threads(fns[:1], 1.0)[0])
+            twos.append(sum(in_threads(fns, 1.0)))
+        one, two = statistics.median(ones), statistics.median(twos)
+        print(f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |", flush=True)
+
+    unit = env_worker(7, args.env)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(2000):
+        unit()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(
+        f"\none thread stepping envpool: {cpu / wall:.2f} CPU seconds per wall second "
+        "(the calling thread waits spinning while envpool's worker thread steps)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+"""Asynchronous methods on CPU threads (Mnih et al. 2016): one-step Q, one-step Sarsa,
+n-step Q and A3C.
+
+The paper's framework, as it describes it: `threads` actor-learner threads, each with its own
+envpool environment and its own exploration, compute gradients with jitted functions from a
+snapshot of the shared parameters and apply them asynchronously to the shared parameters with
+shared RMSProp statistics (Section 4, "Optimization"). A global step counter T is shared by
+all threads.
+
+  * async one-step Q-learning: Algorithm 1. Each thread acts epsilon-greedily on Q(s; theta),
+    accumulates the gradients of (r + gamma max_a' Q(s', a'; theta^-) - Q(s, a; theta))^2 over
+    `t_max` (I_AsyncUpdate) steps, then applies them; the target network theta^- is
+    refreshed every `target_period` (I_target) global steps.
+  * async one-step Sarsa: the same with the target r + gamma Q(s', a'; theta^-), a' the action
+    the thread takes next in s'.
+  * async n-step Q-learning: Algorithm S2. t_max-step segments, R = max_a Q(s_t, a; theta^-)
+    (0 at termination), R <- r_i + gamma R backwards.
+  * A3C: Algorithm S3. t_max-step segments with a policy pi(a|s; theta) and a value V(s;
+    theta_v), bootstrapping from V on non-terminal states, policy + value gradients and an
+    entropy bonus (the loss of `rlax_zoo.agents.actor_critic`, A2C's synchronous twin).
+
+Each value-based thread anneals its epsilon from 1 to a final epsilon sampled from
+{0.1, 0.01, 0.5} with probabilities {0.4, 0.3, 0.3} over `exploration_steps` global steps
+(Section 8 of the supplement). Truncation (a time limit) bootstraps from the value of the
+final observation; termination does not. envpool's auto-reset step (the step after an episode
+end, whose action is ignored) is masked out of every loss.
+
+How this maps onto JAX: a thread's whole segment (t_max env steps through its env's
+`env.xla()` step, then the loss gradient) is ONE jitted call, during which JAX releases the
+GIL, so threads overlap on the cores. Applying a gradient to the shared parameters and RMSProp
+statistics (one small jitted call) and advancing T happen under a lock: Python cannot
+write parameters in place the way Hogwild! does, and a lock-free read-modify-write of the
+parameter pytree would silently drop other threads' updates. A thread acts for t_max steps on
+the parameter snapshot it read at the start of the segment (in Algorithm 1 the parameters may
+change under a thread between two of its steps; here they change between its segments). The
+paper sums gradients over the segment; the losses here average over its valid steps (with
+RMSProp a constant factor only rescales the effective step size).
+
+Non-determinism: thread interleaving decides which parameters each segment reads, so two runs
+with the same seed differ (as in the paper). Everything else is seeded: the run folder's
+config.json (seed, threads, every hyperparameter) repeats a run in distribution, and the
+per-thread final epsilons are a function of (seed, threads): `thread_final_epsilons`.
+Checkpoints hold the shared parameters, optimizer statistics, target network and counters;
+`--resume` continues from them with fresh environments (the episodes in flight are lost).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlax_zoo import multistep
+from rlax_zoo.agents import actor_critic
+from rlax_zoo.agents.base import ChunkSummary
+from rlax_zoo.config import option
+from rlax_zoo.envs.envpool_env import check_env_id, is_atari, make_vec_env
+from rlax_zoo.networks import ActorCriticNetwork, QNetwork
+
+METHODS = ("q", "sarsa", "nstep_q", "a3c")
+FINAL_EPSILONS = (0.1, 0.01, 0.5)
+FINAL_EPSILON_PROBS = (0.4, 0.3, 0.3)
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncConfig:
+    """Every hyperparameter of the asynchronous methods; each is a command-line flag."""
+
+    method: str = option("a3c", "Which asynchronous method.", choices=METHODS)
+    env_id: str = option("CartPole-v1", "envpool environment id (classic control or Atari).")
+    seed: int = option(0, "Random seed (networks, exploration, envs).", low=0)
+    threads: int = option(2, "Actor-learner threads.", low=1, high=256)
+    envs_per_thread: int = option(1, "envpool environments stepped by each thread.", low=1)
+    total_steps: int = option(1_000_000, "Global environment steps (all threads).", low=1)
+    t_max: int = option(
+        5, "Steps per segment: t_max (n-step Q, A3C) or I_AsyncUpdate (one-step).", low=1
+    )
+    learning_rate: float = option(7e-4, "Shared RMSProp learning rate.", low=0.0, low_open=True)
+    anneal_learning_rate: bool = option(True, "Decay the learning rate linearly to 0.")
+    optimizer: str = option("rmsprop", "Shared optimizer.", choices=("rmsprop", "adam"))
+    rmsprop_decay: float = option(0.99, "RMSProp decay alpha.", low=0.0, high=1.0, high_open=True)
+    optimizer_eps: float = option(
+        1e-5, "RMSProp epsilon (inside the square root).", low=0.0, low_open=True
+    )
+    max_grad_norm: float = option(
+        40.0, "Global gradient-norm clip per segment (0 = none).", low=0.0
+    )
+    discount: float = option(0.99, "Discount gamma.", low=0.0, high=1.0)
+    target_period: int = option(
+        2_000, "Global steps between target-network refreshes (I_target; Q methods).", low=1
+    )
+    exploration_steps: int = option(
+        100_000,
+        "Global steps over which each thread's epsilon anneals from 1 to its final value.",
+        low=1,
+    )
+    entropy_cost: float = option(0.01, "A3C: weight of the entropy bonus.", low=0.0)
+    value_cost: float = option(0.5, "A3C: weight of the value loss.", low=0.0)
+    hidden_sizes: tuple[int, ...] = option((64, 64), "MLP torso sizes (vector obs).", low=1)
+    shared_torso: bool = option(False, "A3C: one torso for policy and value.")
+    segments_per_chunk: int = option(
+        2_000, "Segments (updates, all threads) per logged chunk.", low=1
+    )
+    checkpoint_every: int = option(
+        10, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
+    )
+    env_threads: int = option(
+        -1,
+        "envpool worker threads per env (-1: one for classic control, envpool's default for "
+        "Atari; 0: envpool's default).",
+        low=-1,
+    )
+    episodic_life: bool = option(False, "Atari only: end episodes on life loss for learning.")
+    reward_clip: bool = option(False, "Atari only: clip rewards to [-1, 1].")
+
+    normalize_advantages = False  # what actor_critic.actor_critic_loss reads (not a flag)
+
+    def check(self) -> None:
+        check_env_id(self.env_id)
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Global environment steps per segment (one update)."""
+        return self.t_max * self.envs_per_thread
+
+
+def _method_config(name: str, method: str, doc: str, **defaults):
+    """A config class whose `method` default is fixed (one per CLI subcommand)."""
+    fields = [("method", str, option(method, "Which asynchronous method.", choices=METHODS))]
+    for key, value in defaults.items():
+        base = AsyncConfig.__dataclass_fields__[key]
+        fields.append((key, base.type, dataclasses.field(default=value, metadata=base.metadata)))
+    cls = dataclasses.make_dataclass(name, fields, bases=(AsyncConfig,), frozen=True)
+    cls.__doc__ = doc
+    cls.__module__ = __name__
+    return cls
+
+
+AsyncQConfig = _method_config("AsyncQConfig", "q", "Asynchronous one-step Q-learning.")
+AsyncSarsaConfig = _method_config("AsyncSarsaConfig", "sarsa", "Asynchronous one-step Sarsa.")
+AsyncNStepQConfig = _method_config(
+    "AsyncNStepQConfig", "nstep_q", "Asynchronous n-step Q-learning."
+)
+A3CConfig = _method_config("A3CConfig", "a3c", "Asynchronous advantage actor-critic (A3C).")
+
+
+def thread_final_epsilons(seed: int, threads: int) -> np.ndarray:
+    """Each thread's final epsilon, drawn from {0.1, 0.01, 0.5} w.p. {0.4, 0.3, 0.3}."""
+    rng = np.random.default_rng(seed)
+    return rng.choice(np.array(FINAL_EPSILONS), size=threads, p=np.array(FINAL_EPSILON_PROBS))
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class SharedState(NamedTuple):
+    """What all threads share (and what a checkpoint holds)."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    env_steps: jax.Array  # [] int64-safe as int32 array: global T
+    num_updates: jax.Array  # [] int32
+
+
+class LocalState(NamedTuple):
+    """One thread's own acting state (leaves [E, ...])."""
+
+    obs: jax.Array
+    prev_done: jax.Array  # the previous step ended an episode: this step is envpool's reset
+    episode_return: jax.Array
+    episode_length: jax.Array
+    next_action: jax.Array  # Sarsa: the action already chosen for obs
+    key: jax.Array
+
+
+class SegmentOutput(NamedTuple):
+    loss: jax.Array  # []
+    done: jax.Array  # [T, E]
+    episode_return: jax.Array  # [T, E]
+    episode_length: jax.Array  # [T, E]
+
+
+def q_segment_loss(network, params, target_params, rollout, last_obs, next_action, config):
+    """Q-learning / Sarsa / n-step Q loss of one segment (Mnih et al. 2016, Alg. 1 and S2).
+
+    Targets y_t (stop-gradient, from the target network theta^-):
+      q:       r_t + gamma (1 - term_t) max_a Q(s_{t+1}, a; theta^-)
+      sarsa:   r_t + gamma (1 - term_t) Q(s_{t+1}, a_{t+1}; theta^-)
+      nstep_q: r_t + gamma (1 - term_t) [G_{t+1}, or max_a Q(s_{t+1}, a; theta^-) at the
+               segment's end and at a truncation]
+    loss = mean over valid steps of 0.5 (y_t - Q(s_t, a_t; theta))^2.
+
+    Args:
+      rollout: `actor_critic.Transition` leaves [T, E, ...]; last_obs [E, ...];
+      next_action: [E] the action chosen for last_obs (Sarsa's a_{T}).
+    Returns:
+      (loss [], mean Q []).
+    """
+    t, e = rollout.action.shape
+    all_obs = jnp.concatenate([rollout.obs, last_obs[None]], axis=0)
+    flat_obs = all_obs.reshape((-1,) + all_obs.shape[2:])
+    q_tm1 = network.apply(params, flat_obs).reshape((t + 1, e, -1))[:-1]
+    q_next = network.apply(target_params, flat_obs).reshape((t + 1, e, -1))[1:]
+    q_a = jnp.take_along_axis(q_tm1, rollout.action[..., None], axis=-1)[..., 0]
+    discount_t = config.discount * (1.0 - rollout.terminated.astype(jnp.float32))
+    if config.method == "sarsa":
+        a_next = jnp.concatenate([rollout.action[1:], next_action[None]], axis=0)
+        v_next = jnp.take_along_axis(q_next, a_next[..., None], axis=-1)[..., 0]
+        target = rollout.reward + discount_t * v_next
+    elif config.method == "q":
+        target = rollout.reward + discount_t * jnp.max(q_next, axis=-1)
+    else:
+        lambda_t = 1.0 - rollout.truncated.astype(jnp.float32)
+        target = jax.vmap(multistep.lambda_returns, in_axes=1, out_axes=1)(
+            rollout.reward, discount_t, jnp.max(q_next, axis=-1), lambda_t
+        )
+    td = jax.lax.stop_gradient(target) - q_a
+    mask = rollout.valid.astype(jnp.float32)
+    loss = jnp.sum(mask * 0.5 * td**2) / jnp.maximum(jnp.sum(mask), 1.0)
+    return loss, jnp.mean(q_a)
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+class _Worker:
+    """One actor-learner thread's env, local state and jitted segment function."""
+
+    def __init__(self, index: int, cfg: AsyncConfig, final_epsilon: float):
+        env_kwargs = {}
+        if is_atari(cfg.env_id):
+            env_kwargs = dict(episodic_life=cfg.episodic_life, reward_clip=cfg.reward_clip)
+        threads = None if cfg.env_threads < 0 else cfg.env_threads
+        env_seed = cfg.seed + 10_000 * (index + 1)  # envpool seeds env j with env_seed + j
+        self.env = make_vec_env(cfg.env_id, cfg.envs_per_thread, env_seed, threads, **env_kwargs)
+        self.index = index
+        self.final_epsilon = final_epsilon
+        e = cfg.envs_per_thread
+        self.handle = self.env.handle
+        self.local = LocalState(
+            obs=jnp.asarray(self.env.first_obs),
+            prev_done=jnp.zeros((e,), bool),
+            episode_return=jnp.zeros((e,), jnp.float32),
+            episode_length=jnp.zeros((e,), jnp.int32),
+            next_action=jnp.zeros((e,), jnp.int32),
+            key=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), index + 1),
+        )
+        self.segment = None  # set by make_async once the network exists
+
+
+def _make_segment(trainer: AsyncTrainer, env_step):
+    """(params, target_params, handle, local, epsilon) -> (handle, local, grads, out)."""
+    cfg, network = trainer.config, trainer.network
+    e, a3c = cfg.envs_per_thread, cfg.method == "a3c"
+    num_actions = trainer.num_actions
+
+    def choose(params, obs, noise, epsilon):
+        """a ~ pi(.|s) (A3C: Gumbel-max) or epsilon-greedy on Q(s, .), from pre-drawn noise."""
+        gumbel, explore_u, random_a = noise
+        if a3c:
+            logits, _ = network.apply(params, obs)
+            return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+        greedy = jnp.argmax(network.apply(params, obs), axis=-1).astype(jnp.int32)
+        return jnp.where(explore_u < epsilon, random_a, greedy)
+
+    def draw_noise(key):
+        """All the segment's randomness at once (one PRNG call each, not three per step)."""
+        k_gumbel, k_explore, k_random = jax.random.split(key, 3)
+        shape = (cfg.t_max, e)
+        gumbel = (
+            jax.random.gumbel(k_gumbel, shape + (num_actions,)) if a3c else jnp.zeros(shape + (1,))
+        )
+        explore_u = jax.random.uniform(k_explore, shape)
+        random_a = jax.random.randint(k_random, shape, 0, num_actions, jnp.int32)
+        return gumbel, explore_u, random_a
+
+    def step(params, epsilon, carry, noise):
+        handle, local = carry
+        # Sarsa acts with the action chosen when its observation arrived (a_{t+1} of its target)
+        action = (
+            local.next_action
+            if cfg.method == "sarsa"
+            else choose(params, local.obs, noise, epsilon)
+        )
+        handle, (obs, reward, term, trunc, info) = env_step(handle, action)
+        valid = ~local.prev_done
+        done = (term | trunc) & valid
+        transition = actor_critic.Transition(
+            local.obs, action, reward.astype(jnp.float32), term, trunc, valid
+        )
+        logged = info.get("env_reward", reward)
+        ep_ret = local.episode_return + jnp.where(valid, logged, 0.0)
+        ep_len = local.episode_length + valid.astype(jnp.int32)
+        next_action = (
+            choose(params, obs, noise, epsilon) if cfg.method == "sarsa" else local.next_action
+        )
+        local = LocalState(
+            obs=obs.astype(local.obs.dtype),
+            prev_done=term | trunc,
+            episode_return=jnp.where(done, 0.0, ep_ret),
+            episode_length=jnp.where(done, 0, ep_len),
+            next_action=next_action,
+            key=local.key,
+        )
+        return (handle, local), (transition, done, ep_ret, ep_len)
+
+    def loss_fn(params, target_params, rollout, last_obs, next_action):
+        if a3c:
+            loss, _ = actor_critic.actor_critic_loss(network, params, rollout, last_obs, cfg)
+            return loss
+        loss, _ = q_segment_loss(
+            network, params, target_params, rollout, last_obs, next_action, cfg
+        )
+        return loss
+
+    def segment(params, target_params, handle, local, epsilon):
+        key, noise_key = jax.random.split(local.key)
+        (handle, local), (rollout, done, ep_ret, ep_len) = jax.lax.scan(
+            lambda c, x: step(params, epsilon, c, x),
+            (handle, local._replace(key=key)),
+            draw_noise(noise_key),
+        )
+        loss, grads = jax.value_and_grad(loss_fn)(
+            params, target_params, rollout, local.obs, local.next_action
+        )
+        return handle, local, grads, SegmentOutput(loss, done, ep_ret, ep_len)
+
+    return segment
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class ChunkOutput(NamedTuple):
+    episodes: np.ndarray  # [E, 3] (global-step offset in the chunk, return, length), sorted
+    losses: np.ndarray  # [segments]
+    segments_per_thread: np.ndarray  # [threads]
+
+
+@dataclasses.dataclass
+class AsyncTrainer:
+    """The threads of one run (the interface `rlax_zoo.runner` drives, without exact resume)."""
+
+    config: AsyncConfig
+    network: Any
+    num_actions: int
+    obs_shape: tuple
+    optimizer: Any
+    final_epsilons: np.ndarray
+    workers: list
+    apply: Any  # (params, opt_state, grads) -> (params, opt_state), jitted
+    exact_resume: bool = False  # thread interleaving is not reproducible: resume restarts envs
+    vec_env: Any = None
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.config.steps_per_iteration
+
+    def init_state(self) -> SharedState:
+        key = jax.random.PRNGKey(self.config.seed)
+        obs = jnp.zeros((1,) + self.obs_shape, self.workers[0].env.obs_dtype)
+        params = self.network.init(key, obs)
+        return SharedState(
+            params=params,
+            target_params=params,
+            opt_state=self.optimizer.init(params),
+            env_steps=jnp.zeros((), jnp.int32),
+            num_updates=jnp.zeros((), jnp.int32),
+        )
+
+    def schedule(self) -> list[tuple[bool, int]]:
+        cfg = self.config
+        total = -(-cfg.total_steps // cfg.steps_per_iteration)
+        num_chunks = -(-total // cfg.segments_per_chunk)
+        return [(True, -(-total // num_chunks))] * num_chunks
+
+    def run_chunk(self, handle, state: SharedState, learn: bool, num_segments: int):
+        """Run the threads until they have applied `num_segments` updates in total."""
+        del learn
+        cfg = self.config
+        lock = threading.Lock()
+        start_steps = int(state.env_steps)
+        shared = dict(
+            params=state.params,
+            target_params=state.target_params,
+            opt_state=state.opt_state,
+            steps=start_steps,  # the global step counter T
+            updates=int(state.num_updates),
+            claimed=0,
+        )
+        episodes, losses, counts, errors = [], [], [0] * len(self.workers), []
+
+        def work(worker: _Worker):
+            try:
+                while True:
+                    with lock:
+                        if shared["claimed"] >= num_segments:
+                            return
+                        shared["claimed"] += 1
+                        params, target_params = shared["params"], shared["target_params"]
+                        frac = min(1.0, shared["steps"] / cfg.exploration_steps)
+                    epsilon = 1.0 + frac * (worker.final_epsilon - 1.0)
+                    worker.handle, worker.local, grads, out = worker.segment(
+                        params, target_params, worker.handle, worker.local, jnp.float32(epsilon)
+                    )
+                    with lock:  # apply to the newest shared parameters (not the snapshot)
+                        shared["params"], shared["opt_state"] = self.apply(
+                            shared["params"], shared["opt_state"], grads
+                        )
+                        before = shared["steps"]
+                        shared["steps"] = steps = before + cfg.steps_per_iteration
+                        if steps // cfg.target_period > before // cfg.target_period:
+                            shared["target_params"] = shared["params"]
+                        shared["updates"] += 1
+                        counts[worker.index] += 1
+                    out = jax.device_get(out)  # one transfer (waits for the segment)
+                    done = out.done
+                    loss = float(out.loss)
+                    rets, lens = out.episode_return[done], out.episode_length[done]
+                    with lock:
+                        losses.append(loss)
+                        offset = steps - start_steps
+                        episodes.extend((offset, r, n) for r, n in zip(rets, lens, strict=True))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in self.workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        state = SharedState(
+            params=shared["params"],
+            target_params=shared["target_params"],
+            opt_state=shared["opt_state"],
+            env_steps=jnp.int32(shared["steps"]),
+            num_updates=jnp.int32(shared["updates"]),
+        )
+        eps = np.array(sorted(episodes), np.float64).reshape(-1, 3)
+        return None, state, ChunkOutput(eps, np.asarray(losses, np.float64), np.asarray(counts))
+
+    def summarize(self, out: ChunkOutput) -> ChunkSummary:
+        scalars = {
+            "loss": np.array([out.losses.mean() if out.losses.size else np.nan]),
+            "min_thread_share": np.array(
+                [out.segments_per_thread.min() / max(1, out.segments_per_thread.sum())]
+            ),
+        }
+        return ChunkSummary([out.episodes], scalars)
+
+
+def make_async(config: AsyncConfig) -> AsyncTrainer:
+    """Build the shared network and optimizer and one worker (env + jitted segment) per thread."""
+    from rlax_zoo.config import validate
+
+    validate(config)
+    final_epsilons = thread_final_epsilons(config.seed, config.threads)
+    workers = [_Worker(i, config, float(final_epsilons[i])) for i in range(config.threads)]
+    num_actions, obs_shape = workers[0].env.num_actions, workers[0].env.obs_shape
+    torso = "nature_cnn" if len(obs_shape) == 3 else "mlp"
+    if config.method == "a3c":
+        network = ActorCriticNetwork(
+            num_actions, torso, config.hidden_sizes, shared_torso=config.shared_torso
+        )
+    else:
+        network = QNetwork(num_actions, torso, config.hidden_sizes)
+    optimizer = actor_critic.make_optimizer(
+        config, config.total_steps // config.steps_per_iteration
+    )
+
+    @jax.jit
+    def apply(params, opt_state, grads):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    trainer = AsyncTrainer(
+        config=config,
+        network=network,
+        num_actions=num_actions,
+        obs_shape=obs_shape,
+        optimizer=optimizer,
+        final_epsilons=final_epsilons,
+        workers=workers,
+        apply=apply,
+    )
+    for worker in workers:
+        worker.segment = jax.jit(_make_segment(trainer, worker.env.step), donate_argnums=(3,))
+    return trainer

@@ -1,0 +1,164 @@
+"""Asynchronous methods: segment targets by hand, epsilons, threads, counters, resume."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlax_zoo import runner
+from rlax_zoo.agents import actor_critic
+from rlax_zoo.agents import async_methods as am
+from rlax_zoo.config import ConfigError, validate
+
+
+class TabularQ:
+    """A 'network' whose Q(s, .) is row s of params: obs are one-hot [B, S]."""
+
+    @staticmethod
+    def apply(params, obs):
+        return obs @ params
+
+
+def _segment(method):
+    """Two envs, three steps over states 0..3 (one-hot), with an episode end in each env.
+
+    env 0: s0 -a1-> s1 (r=1) -a0-> s2 (r=2, TERMINATED) -> reset step (r=0, masked) -> s3
+    env 1: s1 -a0-> s2 (r=1, TRUNCATED, final obs s2) -> reset step (masked) -> s0 -a1-> s3 (r=4)
+    """
+    one_hot = lambda i: jax.nn.one_hot(i, 4)  # noqa: E731
+    obs = jnp.stack(
+        [one_hot(jnp.array([0, 1])), one_hot(jnp.array([1, 2])), one_hot(jnp.array([2, 0]))]
+    )
+    rollout = actor_critic.Transition(
+        obs=obs,
+        action=jnp.array([[1, 0], [0, 1], [1, 1]], jnp.int32),
+        reward=jnp.array([[1.0, 1.0], [2.0, 0.0], [0.0, 4.0]]),
+        terminated=jnp.array([[False, False], [True, False], [False, False]]),
+        truncated=jnp.array([[False, True], [False, False], [False, False]]),
+        valid=jnp.array([[True, True], [True, False], [False, True]]),
+    )
+    # obs after each step: env0: s1, s2, s3; env1: s2 (final), s0 (reset), s3
+    last_obs = one_hot(jnp.array([3, 3]))
+    cfg = dataclasses.replace(am.AsyncConfig(), method=method, discount=0.5)
+    return rollout, last_obs, cfg
+
+
+Q_ONLINE = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+Q_TARGET = jnp.array([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0], [70.0, 80.0]])
+
+
+@pytest.mark.parametrize(
+    "method, targets",
+    [
+        # q: y = r + .5 (1 - term) max Q_target(s')
+        #   env0 t0: 1 + .5*40 = 21; t1: 2 (terminated).  env1 t0: 1 + .5*60 = 31 (truncation
+        #   bootstraps from the final obs s2); t2: 4 + .5*80 = 44.
+        ("q", {(0, 0): 21.0, (1, 0): 2.0, (0, 1): 31.0, (2, 1): 44.0}),
+        # sarsa: y = r + .5 Q_target(s', a') with a' the next action taken (a' of the last step:
+        #   next_action = [0, 1]); env0 t0: a'=0 -> 1 + .5*30 = 16; env1 t0: a' = 1 (taken at
+        #   the reset step from s2) -> 1 + .5*60 = 31; env1 t2: a'=1 -> 4 + .5*80 = 44.
+        ("sarsa", {(0, 0): 16.0, (1, 0): 2.0, (0, 1): 31.0, (2, 1): 44.0}),
+        # nstep_q: env0 t0: 1 + .5*2 = 2 (the termination cuts the chain); env1 t0: truncation
+        #   bootstraps 1 + .5*60 = 31; env1 t2: 4 + .5*max Q_target(s3) = 44.
+        ("nstep_q", {(0, 0): 2.0, (1, 0): 2.0, (0, 1): 31.0, (2, 1): 44.0}),
+    ],
+)
+def test_segment_targets_by_hand(method, targets):
+    rollout, last_obs, cfg = _segment(method)
+    next_action = jnp.array([0, 1], jnp.int32)
+
+    def loss(params):
+        return am.q_segment_loss(TabularQ, params, Q_TARGET, rollout, last_obs, next_action, cfg)[0]
+
+    grad = jax.grad(loss)(Q_ONLINE)
+    # d loss / d Q(s, a) = -(y - Q(s, a)) / num_valid, summed over the steps that visit (s, a)
+    states = np.argmax(np.asarray(rollout.obs), -1)
+    expected = np.zeros((4, 2))
+    for (t, e), y in targets.items():
+        s, a = states[t, e], int(rollout.action[t, e])
+        expected[s, a] -= (y - float(Q_ONLINE[s, a])) / len(targets)
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-6)
+    # the target network gets no gradient
+    g_target = jax.grad(
+        lambda tp: am.q_segment_loss(TabularQ, Q_ONLINE, tp, rollout, last_obs, next_action, cfg)[0]
+    )(Q_TARGET)
+    assert float(jnp.abs(g_target).sum()) == 0.0
+
+
+def test_final_epsilons_follow_the_paper():
+    eps = am.thread_final_epsilons(0, 30_000)
+    fractions = [np.mean(eps == v) for v in am.FINAL_EPSILONS]
+    np.testing.assert_allclose(fractions, am.FINAL_EPSILON_PROBS, atol=0.015)
+    np.testing.assert_array_equal(am.thread_final_epsilons(3, 8), am.thread_final_epsilons(3, 8))
+
+
+@pytest.mark.parametrize("field, value", [("threads", 0), ("learning_rate", -1e-3), ("t_max", 0)])
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        validate(dataclasses.replace(am.A3CConfig(), **{field: value}))
+
+
+@pytest.mark.parametrize("method", am.METHODS)
+def test_threads_share_counter_and_parameters(method):
+    """Two threads apply exactly the segments asked for; the global step counter counts every
+    env step of both; both threads contribute; the target net is refreshed on schedule."""
+    cfg = am.AsyncConfig(method=method, threads=2, envs_per_thread=2, t_max=5, target_period=20)
+    trainer = am.make_async(cfg)
+    state = trainer.init_state()
+    _, state, out = trainer.run_chunk(None, state, True, 40)
+    assert int(state.num_updates) == 40
+    assert int(state.env_steps) == 40 * 5 * 2
+    assert out.segments_per_thread.sum() == 40 and out.segments_per_thread.min() > 0
+    assert np.all(np.isfinite(out.losses)) and len(out.losses) == 40
+    moved = any(
+        not np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree.leaves(state.params), jax.tree.leaves(trainer.init_state().params), strict=True
+        )
+    )
+    assert moved
+    if method != "a3c":  # 400 steps is a multiple of target_period: target == params
+        for a, b in zip(
+            jax.tree.leaves(state.params), jax.tree.leaves(state.target_params), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+    # episodes are reported with in-chunk offsets, in order
+    assert np.all(np.diff(out.episodes[:, 0]) >= 0)
+
+
+def test_one_thread_is_deterministic():
+    def run():
+        trainer = am.make_async(am.AsyncConfig(method="nstep_q", threads=1))
+        _, state, out = trainer.run_chunk(None, trainer.init_state(), True, 30)
+        return state, out
+
+    (s1, o1), (s2, o2) = run(), run()
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(o1.losses, o2.losses)
+
+
+def test_a3c_learns_cartpole(tmp_path):
+    """One thread (deterministic) from near random to a 20-episode mean above 150."""
+    cfg = am.A3CConfig(threads=1, envs_per_thread=8, total_steps=150_000, segments_per_chunk=500)
+    res = runner.run("a3c", am.make_async, cfg, run_dir=str(tmp_path / "r"), progress=False)
+    returns = np.asarray(res.episode_returns[0])
+    assert returns[:20].mean() < 60
+    assert np.convolve(returns, np.ones(20) / 20, "valid").max() > 150
+
+
+def test_checkpoint_and_resume_continue_the_counters(tmp_path):
+    """Interrupted runs resume from the shared state (with fresh envs): counters continue."""
+    cfg = am.AsyncQConfig(threads=2, total_steps=2_000, segments_per_chunk=50)
+    kw = dict(progress=False, plot=False)
+    part = runner.run(
+        "async-q", am.make_async, cfg, run_dir=str(tmp_path / "r"), max_chunks=2, **kw
+    )
+    assert part.interrupted and int(part.state.env_steps) == 2 * 50 * 5
+    rest = runner.run("async-q", am.make_async, am.AsyncQConfig(), resume=str(tmp_path / "r"), **kw)
+    assert not rest.interrupted
+    assert int(rest.state.env_steps) == 2_000 and int(rest.state.num_updates) == 400
+    chunks = [int(r["chunk"]) for r in rest.metrics]
+    assert chunks == list(range(8))

@@ -38,18 +38,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from rlax_zoo import multistep, policy_gradient
-from rlax_zoo.agents.base import (
-    ChunkSummary,
-    episodes_per_seed,
-    make_chunk_runner,
-    python_loop_for,
-)
+from rlax_zoo.agents.base import VmappedTrainer, make_chunk_runner, python_loop_for
 from rlax_zoo.config import option
-from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, is_atari, make_vec_env
+from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import ActorCriticNetwork
 
 
@@ -345,57 +339,14 @@ class ChunkOutput(NamedTuple):
     actions: jax.Array  # [I * T, S * K] int32: the env's action log
 
 
-@dataclasses.dataclass
-class Trainer:
-    """The jitted loop for one config (the interface `rlax_zoo.runner` drives)."""
-
-    config: A2CConfig
-    vec_env: VecEnv
-    agent: ActorCriticAgent
-    run_chunk: Any
-
-    def init_state(self) -> ActorCriticState:
-        cfg = self.config
-        keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-        first_obs = self.vec_env.first_obs.reshape(
-            (cfg.num_seeds, cfg.num_envs) + self.vec_env.obs_shape
-        )
-        return jax.jit(jax.vmap(self.agent.init))(keys, jnp.asarray(first_obs))
-
-    @property
-    def steps_per_iteration(self) -> int:
-        return self.config.steps_per_iteration
-
-    def schedule(self) -> list[tuple[bool, int]]:
-        """Equal chunks of at most iterations_per_chunk iterations (all learning)."""
-        cfg = self.config
-        total = -(-cfg.total_steps // cfg.steps_per_iteration)
-        num_chunks = -(-total // cfg.iterations_per_chunk)
-        return [(True, -(-total // num_chunks))] * num_chunks
-
-    def summarize(self, out: ChunkOutput) -> ChunkSummary:
-        episodes = episodes_per_seed(
-            out.steps.done, out.steps.episode_return, out.steps.episode_length
-        )
-        scalars = {
-            name: np.asarray(value).reshape(-1, len(episodes)).mean(0)
-            for name, value in out.updates._asdict().items()
-        }
-        return ChunkSummary(episodes, scalars)
-
-
-def make_a2c(config: A2CConfig, vec_env: VecEnv | None = None) -> Trainer:
+def make_a2c(config: A2CConfig, vec_env: VecEnv | None = None) -> VmappedTrainer:
     """Build the envs, the agent and the jitted chunk function (config validated first)."""
     from rlax_zoo.config import validate
 
     validate(config)
     s, k = config.num_seeds, config.num_envs
     if vec_env is None:
-        env_kwargs = {}
-        if is_atari(config.env_id):
-            env_kwargs = dict(episodic_life=config.episodic_life, reward_clip=config.reward_clip)
-        threads = None if config.env_threads < 0 else config.env_threads
-        vec_env = make_vec_env(config.env_id, s * k, config.seed, threads, **env_kwargs)
+        vec_env = make_env_for(config, s * k, config.seed)
     agent = make_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
     python_loop = python_loop_for(config.loop, vec_env.obs_shape)
 
@@ -434,4 +385,4 @@ def make_a2c(config: A2CConfig, vec_env: VecEnv | None = None) -> Trainer:
         handle, state, (steps, upd, actions) = chunk_runner(handle, state, learn, num_iterations)
         return handle, state, ChunkOutput(steps, upd, actions.reshape((-1, s * k)))
 
-    return Trainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)
+    return VmappedTrainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)

@@ -59,7 +59,7 @@ from rlax_zoo import multistep
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.base import ChunkSummary
 from rlax_zoo.config import option
-from rlax_zoo.envs.envpool_env import check_env_id, is_atari, make_vec_env
+from rlax_zoo.envs.envpool_env import check_env_id, make_env_for
 from rlax_zoo.networks import ActorCriticNetwork, QNetwork
 
 METHODS = ("q", "sarsa", "nstep_q", "a3c")
@@ -233,12 +233,8 @@ class _Worker:
     """One actor-learner thread's env, local state and jitted segment function."""
 
     def __init__(self, index: int, cfg: AsyncConfig, final_epsilon: float):
-        env_kwargs = {}
-        if is_atari(cfg.env_id):
-            env_kwargs = dict(episodic_life=cfg.episodic_life, reward_clip=cfg.reward_clip)
-        threads = None if cfg.env_threads < 0 else cfg.env_threads
         env_seed = cfg.seed + 10_000 * (index + 1)  # envpool seeds env j with env_seed + j
-        self.env = make_vec_env(cfg.env_id, cfg.envs_per_thread, env_seed, threads, **env_kwargs)
+        self.env = make_env_for(cfg, cfg.envs_per_thread, env_seed)
         self.index = index
         self.final_epsilon = final_epsilon
         e = cfg.envs_per_thread

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,3 +79,71 @@ def make_chunk_runner(iteration, python_loop: bool):
         return handle, state, jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
     return python_chunk if python_loop else scan_chunk
+
+
+def chunk_schedule(
+    total_steps: int, steps_per_iteration: int, iterations_per_chunk: int, warmup_steps: int = 0
+) -> list[tuple[bool, int]]:
+    """A run's chunks (learn?, iterations): warm-up collection, then learning.
+
+    Each phase is split into equal chunks of at most `iterations_per_chunk` iterations (one
+    compiled shape per phase), so total_steps is rounded up by less than one iteration per
+    chunk.
+    """
+    total = -(-total_steps // steps_per_iteration)
+    warmup = min(total, -(-warmup_steps // steps_per_iteration))
+    chunks = []
+    for learn, count in ((False, warmup), (True, total - warmup)):
+        if count > 0:
+            num_chunks = -(-count // iterations_per_chunk)
+            chunks += [(learn, -(-count // num_chunks))] * num_chunks
+    return chunks
+
+
+@dataclasses.dataclass
+class VmappedTrainer:
+    """The jitted loop of a method whose agent is vmapped over seeds (`rlax_zoo.runner`'s
+    trainer interface): env handle + state in, chunks out.
+
+    config needs seed, num_seeds, num_envs, total_steps, iterations_per_chunk and
+    steps_per_iteration (and learning_starts for a warm-up phase); agent.init(key, first_obs
+    [K, ...]) builds one seed's state; run_chunk returns an output with `.steps` (done,
+    episode_return, episode_length: [I, R, S, K]) and `.updates` (a NamedTuple of [..., S]).
+    """
+
+    config: Any
+    vec_env: Any
+    agent: Any
+    run_chunk: Any  # (handle, state, learn: static bool, iterations) -> (handle, state, out)
+
+    def init_state(self):
+        cfg = self.config
+        keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+        first_obs = self.vec_env.first_obs.reshape(
+            (cfg.num_seeds, cfg.num_envs) + self.vec_env.obs_shape
+        )
+        return jax.jit(jax.vmap(self.agent.init))(keys, jnp.asarray(first_obs))
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.config.steps_per_iteration
+
+    def schedule(self) -> list[tuple[bool, int]]:
+        cfg = self.config
+        return chunk_schedule(
+            cfg.total_steps,
+            cfg.steps_per_iteration,
+            cfg.iterations_per_chunk,
+            getattr(cfg, "learning_starts", 0),
+        )
+
+    def summarize(self, out) -> ChunkSummary:
+        """Finished episodes per seed and the chunk's mean of every update output per seed."""
+        episodes = episodes_per_seed(
+            out.steps.done, out.steps.episode_return, out.steps.episode_length
+        )
+        scalars = {
+            name: np.asarray(value).reshape(-1, len(episodes)).mean(0)
+            for name, value in out.updates._asdict().items()
+        }
+        return ChunkSummary(episodes, scalars)

@@ -23,19 +23,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from rlax_zoo import replay as replay_lib
 from rlax_zoo import value_learning
-from rlax_zoo.agents.base import (
-    ChunkSummary,
-    episodes_per_seed,
-    make_chunk_runner,
-    python_loop_for,
-)
+from rlax_zoo.agents.base import VmappedTrainer, make_chunk_runner, python_loop_for
 from rlax_zoo.config import ConfigError, option
-from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, is_atari, make_vec_env
+from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import QNetwork
 
 
@@ -415,70 +409,14 @@ class ChunkOutput(NamedTuple):
     actions: jax.Array  # [I * rollout_length, S * K] int32: the env's action log
 
 
-@dataclasses.dataclass
-class Trainer:
-    """The jitted training loop for one config: env handle + state in, chunks out."""
-
-    config: DQNConfig
-    vec_env: VecEnv
-    agent: DQNAgent
-    run_chunk: Any  # (handle, state, learn: static bool) -> (handle, state, ChunkOutput)
-
-    def init_state(self) -> DQNState:
-        cfg = self.config
-        keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-        first_obs = self.vec_env.first_obs.reshape(
-            (cfg.num_seeds, cfg.num_envs) + self.vec_env.obs_shape
-        )
-        return jax.jit(jax.vmap(self.agent.init))(keys, jnp.asarray(first_obs))
-
-    @property
-    def steps_per_iteration(self) -> int:
-        return self.config.steps_per_iteration
-
-    def schedule(self) -> list[tuple[bool, int]]:
-        """The run's chunks (learn?, iterations): warm-up collection, then learning.
-
-        Each phase is split into equal chunks of at most `iterations_per_chunk` iterations
-        (one compiled shape per phase), so total_steps is rounded up by less than one
-        iteration per chunk.
-        """
-        cfg = self.config
-        total = -(-cfg.total_steps // cfg.steps_per_iteration)
-        warmup = min(total, -(-cfg.learning_starts // cfg.steps_per_iteration))
-        chunks = []
-        for learn, count in ((False, warmup), (True, total - warmup)):
-            if count > 0:
-                num_chunks = -(-count // cfg.iterations_per_chunk)
-                chunks += [(learn, -(-count // num_chunks))] * num_chunks
-        return chunks
-
-    def summarize(self, out: ChunkOutput) -> ChunkSummary:
-        """Finished episodes per seed (env-step offset in the chunk, return, length)."""
-        episodes = episodes_per_seed(
-            out.steps.done, out.steps.episode_return, out.steps.episode_length
-        )
-        s = len(episodes)
-        upd = out.updates
-        scalars = {
-            name: np.asarray(getattr(upd, name)).reshape(-1, s).mean(0)
-            for name in ("loss", "mean_abs_td", "mean_q")
-        }
-        return ChunkSummary(episodes, scalars)
-
-
-def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
+def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> VmappedTrainer:
     """Build env, agent and the jitted chunk function for `config` (validated first)."""
     from rlax_zoo.config import validate
 
     validate(config)
     s, k = config.num_seeds, config.num_envs
     if vec_env is None:
-        env_kwargs = {}
-        if is_atari(config.env_id):
-            env_kwargs = dict(episodic_life=config.episodic_life, reward_clip=config.reward_clip)
-        threads = None if config.env_threads < 0 else config.env_threads
-        vec_env = make_vec_env(config.env_id, s * k, config.seed, threads, **env_kwargs)
+        vec_env = make_env_for(config, s * k, config.seed)
     agent = make_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
     env_step = vec_env.step
 
@@ -524,4 +462,4 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> Trainer:
         handle, state, (steps, upd, actions) = chunk_runner(handle, state, learn, num_iterations)
         return handle, state, ChunkOutput(steps, upd, actions.reshape((-1, s * k)))
 
-    return Trainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)
+    return VmappedTrainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)

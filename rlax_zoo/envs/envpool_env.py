@@ -125,6 +125,16 @@ def make_vec_env(
     )
 
 
+def make_env_for(config, num_envs: int, seed: int) -> VecEnv:
+    """`make_vec_env` from a method config's env fields: env_id, env_threads (-1: the
+    default for the env), and for Atari episodic_life and reward_clip."""
+    env_kwargs = {}
+    if is_atari(config.env_id):
+        env_kwargs = dict(episodic_life=config.episodic_life, reward_clip=config.reward_clip)
+    threads = None if config.env_threads < 0 else config.env_threads
+    return make_vec_env(config.env_id, num_envs, seed, threads, **env_kwargs)
+
+
 def replay_actions(vec_env: VecEnv, actions: np.ndarray, chunk: int = 4096):
     """Step `vec_env` through logged actions [T, num_envs] (int32); return (handle, last obs).
 

@@ -5,9 +5,10 @@ equal environment steps and at equal wall-clock time.
         [--envs-per-thread 8]
 
 Both use the same loss (Mnih et al. 2016, Algorithm S3: t_max = 5 step returns, value loss
-0.5, shared RMSProp 7e-4 annealed to 0, gradient clip 0.5) and the same data per update: A3C
-runs `threads` threads of `envs_per_thread` envs each; A2C steps `threads * envs_per_thread`
-envs in one batch and updates once per 5 steps. Writes benchmarks/results/a3c_vs_a2c.png (mean
+0.5, advantages standardised per batch, RMSProp 1e-3 annealed to 0, gradient clip 0.5) and the
+same data per update: A3C runs `threads` threads of `envs_per_thread` envs each, and each
+thread's update uses its own 5 x envs_per_thread steps; A2C steps `envs_per_thread` envs in one
+batch and updates once per 5 steps. Writes benchmarks/results/a3c_vs_a2c.png (mean
 return of the last 20 episodes against env steps and against seconds) and prints a table of
 the mean return at a few step counts and times.
 """
@@ -49,19 +50,20 @@ def main() -> None:
     p.add_argument("--total-steps", type=int, default=1_000_000)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--envs-per-thread", type=int, default=8)
+    p.add_argument("--envs-per-thread", type=int, default=16)
     p.add_argument("--root", default="runs/bench-a3c-vs-a2c")
     args = p.parse_args()
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
-    envs = args.threads * args.envs_per_thread
+    envs = args.envs_per_thread  # A2C's batch per update equals one A3C thread's
     common = dict(
         total_steps=args.total_steps,
-        learning_rate=7e-4,
+        learning_rate=1e-3,
         anneal_learning_rate=True,
         max_grad_norm=0.5,
         entropy_cost=0.0,
         value_cost=0.5,
+        normalize_advantages=True,
     )
     curves = {"A2C": [], "A3C": []}
     walls = {"A2C": [], "A3C": []}

@@ -112,6 +112,7 @@ def main() -> None:
                 env_id=args.env,
                 threads=k,
                 envs_per_thread=args.envs_per_thread,
+                eval_envs=0,  # time the threads only
             )
             trainers[k] = am.make_async(cfg)
             states[k] = trainers[k].init_state()

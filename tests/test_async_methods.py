@@ -162,3 +162,36 @@ def test_checkpoint_and_resume_continue_the_counters(tmp_path):
     assert int(rest.state.env_steps) == 2_000 and int(rest.state.num_updates) == 400
     chunks = [int(r["chunk"]) for r in rest.metrics]
     assert chunks == list(range(8))
+
+
+def test_evaluator_counts_the_second_episode_of_each_env():
+    """A constant 'push left' policy: the evaluator's returns equal, per env, the length of the
+    episode after the one in flight, found by stepping an identical envpool env in NumPy."""
+    from rlax_zoo.envs.envpool_env import make_vec_env
+
+    class PushLeft:
+        @staticmethod
+        def apply(params, obs):
+            return jnp.stack([jnp.ones(obs.shape[0]), jnp.zeros(obs.shape[0])], -1)
+
+    cfg = am.AsyncQConfig(eval_envs=3, eval_max_steps=100)
+    env = make_vec_env(cfg.env_id, 3, 123)
+    evaluate = am.make_evaluator(cfg, PushLeft, env)
+    *_, returns = evaluate(
+        None, env.handle, jnp.asarray(env.first_obs), jnp.zeros(3, bool), jax.random.PRNGKey(0)
+    )
+    reference = make_vec_env(cfg.env_id, 3, 123).env  # same seed, reset once, same dynamics
+    ended, length, expected = np.zeros(3, int), np.zeros(3), np.full(3, np.nan)
+    prev_done = np.zeros(3, bool)
+    for _ in range(2 * cfg.eval_max_steps + 2):
+        _, reward, term, trunc, _ = reference.step(np.zeros(3, np.int32))
+        valid = ~prev_done
+        length += np.where((ended == 1) & valid, reward, 0.0)
+        done = (term | trunc) & valid
+        for i in np.nonzero(done)[0]:
+            if ended[i] == 1:
+                expected[i] = length[i]
+            ended[i] += 1
+        prev_done = term | trunc
+    np.testing.assert_array_equal(np.asarray(returns), expected)
+    assert np.all(np.isfinite(expected)) and np.all(expected < 20)  # pushing left fails fast

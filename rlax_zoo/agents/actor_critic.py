@@ -54,24 +54,24 @@ class A2CConfig:
     env_id: str = option("CartPole-v1", "envpool environment id (classic control or Atari).")
     seed: int = option(0, "Random seed (network init, action sampling, envs).", low=0)
     num_seeds: int = option(1, "Independent seeds trained at once (vmapped agent).", low=1)
-    total_steps: int = option(500_000, "Environment steps per seed.", low=1)
-    num_envs: int = option(8, "Parallel environments per seed.", low=1)
+    total_steps: int = option(1_000_000, "Environment steps per seed.", low=1)
+    num_envs: int = option(16, "Parallel environments per seed.", low=1)
     rollout_length: int = option(
         5, "Steps per env between updates (t_max of Mnih et al. 2016).", low=1
     )
-    learning_rate: float = option(7e-4, "Learning rate.", low=0.0, low_open=True)
+    learning_rate: float = option(1e-3, "Learning rate.", low=0.0, low_open=True)
     optimizer: str = option("rmsprop", "Optimizer.", choices=("adam", "rmsprop"))
     optimizer_eps: float = option(1e-5, "Adam / RMSProp epsilon.", low=0.0, low_open=True)
     rmsprop_decay: float = option(0.99, "RMSProp decay.", low=0.0, high=1.0, high_open=True)
     anneal_learning_rate: bool = option(
-        False, "Decay the learning rate linearly to 0 over total_steps (as A3C does)."
+        True, "Decay the learning rate linearly to 0 over total_steps (as A3C does)."
     )
     max_grad_norm: float = option(0.5, "Global gradient-norm clip (0 = no clipping).", low=0.0)
     discount: float = option(0.99, "Discount gamma.", low=0.0, high=1.0)
     entropy_cost: float = option(0.0, "Weight of the entropy bonus.", low=0.0)
     value_cost: float = option(0.5, "Weight of the value (baseline) loss.", low=0.0)
     normalize_advantages: bool = option(
-        False, "Standardise the advantages of each batch (zero mean, unit variance)."
+        True, "Standardise the advantages of each batch (zero mean, unit variance)."
     )
     hidden_sizes: tuple[int, ...] = option((64, 64), "MLP torso sizes (vector obs).", low=1)
     shared_torso: bool = option(
@@ -120,6 +120,8 @@ class ReinforceConfig(A2CConfig):
     )
     learning_rate: float = option(3e-3, "Learning rate.", low=0.0, low_open=True)
     optimizer: str = option("adam", "Optimizer.", choices=("adam", "rmsprop"))
+    anneal_learning_rate: bool = option(False, "Decay the learning rate linearly to 0.")
+    normalize_advantages: bool = option(False, "Standardise the advantages of each batch.")
     entropy_cost: float = option(0.0, "Weight of the entropy bonus.", low=0.0)
     value_cost: float = option(1.0, "Weight of the baseline's squared error.", low=0.0)
     shared_torso: bool = option(False, "One torso for policy and baseline; default: two networks.")

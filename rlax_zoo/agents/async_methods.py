@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlax_zoo import multistep
+from rlax_zoo import multistep, value_learning
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.base import ChunkSummary
 from rlax_zoo.config import option
@@ -186,7 +186,7 @@ class SharedState(NamedTuple):
     params: Any
     target_params: Any
     opt_state: Any
-    env_steps: jax.Array  # [] int64-safe as int32 array: global T
+    env_steps: jax.Array  # [] int32: the global step counter T
     num_updates: jax.Array  # [] int32
 
 
@@ -231,18 +231,22 @@ def q_segment_loss(network, params, target_params, rollout, last_obs, next_actio
     q_next = network.apply(target_params, flat_obs).reshape((t + 1, e, -1))[1:]
     q_a = jnp.take_along_axis(q_tm1, rollout.action[..., None], axis=-1)[..., 0]
     discount_t = config.discount * (1.0 - rollout.terminated.astype(jnp.float32))
+    per_step = lambda f: jax.vmap(jax.vmap(f))  # noqa: E731 - over [T, E]
     if config.method == "sarsa":
         a_next = jnp.concatenate([rollout.action[1:], next_action[None]], axis=0)
-        v_next = jnp.take_along_axis(q_next, a_next[..., None], axis=-1)[..., 0]
-        target = rollout.reward + discount_t * v_next
+        td = per_step(value_learning.sarsa)(
+            q_tm1, rollout.action, rollout.reward, discount_t, q_next, a_next
+        )
     elif config.method == "q":
-        target = rollout.reward + discount_t * jnp.max(q_next, axis=-1)
+        td = per_step(value_learning.q_learning)(
+            q_tm1, rollout.action, rollout.reward, discount_t, q_next
+        )
     else:
         lambda_t = 1.0 - rollout.truncated.astype(jnp.float32)
         target = jax.vmap(multistep.lambda_returns, in_axes=1, out_axes=1)(
             rollout.reward, discount_t, jnp.max(q_next, axis=-1), lambda_t
         )
-    td = jax.lax.stop_gradient(target) - q_a
+        td = jax.lax.stop_gradient(target) - q_a
     mask = rollout.valid.astype(jnp.float32)
     loss = jnp.sum(mask * 0.5 * td**2) / jnp.maximum(jnp.sum(mask), 1.0)
     return loss, jnp.mean(q_a)

@@ -22,10 +22,11 @@ where the episode TERMINATED, G does not bootstrap. REINFORCE is the same loss w
 rollouts (default 200 steps per env) and Adam: G_t is then the Monte-Carlo return wherever the
 episode ends inside the rollout (the usual vectorised REINFORCE, e.g. Spinning Up's VPG; an
 episode cut by the end of the rollout bootstraps from the baseline instead of being thrown
-away, a departure from Williams' pure Monte-Carlo estimator that loses no data; with
-rollouts of 500 steps, CartPole's time limit, it learned less reliably: 2 of 3 seeds kept
-a mean of 475 against 3 of 3). envpool's reset step (the step
-after an episode end, whose action is ignored) is masked out of the loss.
+away, a departure from Williams' pure Monte-Carlo estimator that loses no data. Measured on
+CartPole-v1, 4 envs, 400k steps, 3 seeds: rollouts of 200 steps reached a 20-episode mean of
+475 in 3 of 3 seeds and ended at 490-500; rollouts of 500 steps, the time limit, reached it in
+2 of 3 and ended at 221-464). envpool's reset step (the step after an episode end, whose
+action is ignored) is masked out of the loss.
 
 `make_a2c(config)` returns a Trainer for `rlax_zoo.runner` (chunks, logs, checkpoints, exact
 resume). `rlax-zoo train a2c`, `rlax-zoo train reinforce`.

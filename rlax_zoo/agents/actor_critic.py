@@ -44,15 +44,14 @@ import optax
 from rlax_zoo import multistep, policy_gradient
 from rlax_zoo.agents.base import VmappedTrainer, make_chunk_runner, python_loop_for
 from rlax_zoo.config import option
-from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, make_env_for
+from rlax_zoo.envs.envpool_env import EnvpoolOptions, VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import ActorCriticNetwork
 
 
 @dataclasses.dataclass(frozen=True)
-class A2CConfig:
+class A2CConfig(EnvpoolOptions):
     """Every A2C hyperparameter; each is a flag of `rlax-zoo train a2c`."""
 
-    env_id: str = option("CartPole-v1", "envpool environment id (classic control or Atari).")
     seed: int = option(0, "Random seed (network init, action sampling, envs).", low=0)
     num_seeds: int = option(1, "Independent seeds trained at once (vmapped agent).", low=1)
     total_steps: int = option(1_000_000, "Environment steps per seed.", low=1)
@@ -84,20 +83,12 @@ class A2CConfig:
     checkpoint_every: int = option(
         20, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
     )
-    env_threads: int = option(
-        -1,
-        "envpool worker threads (-1: one for classic control, envpool's default for Atari; "
-        "0: envpool's default).",
-        low=-1,
-    )
     loop: str = option(
         "auto",
         "How a chunk's iterations run: one lax.scan ('scan') or one jitted iteration per "
         "Python call ('python'; faster for CNNs on CPU). 'auto': python for images.",
         choices=("auto", "scan", "python"),
     )
-    episodic_life: bool = option(False, "Atari only: end episodes on life loss for learning.")
-    reward_clip: bool = option(False, "Atari only: clip rewards to [-1, 1].")
 
     def check(self) -> None:
         check_env_id(self.env_id)

@@ -59,7 +59,7 @@ from rlax_zoo import multistep, value_learning
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.base import ChunkSummary
 from rlax_zoo.config import option
-from rlax_zoo.envs.envpool_env import check_env_id, make_env_for
+from rlax_zoo.envs.envpool_env import EnvpoolOptions, check_env_id, make_env_for
 from rlax_zoo.networks import ActorCriticNetwork, QNetwork
 
 METHODS = ("q", "sarsa", "nstep_q", "a3c")
@@ -68,11 +68,10 @@ FINAL_EPSILON_PROBS = (0.4, 0.3, 0.3)
 
 
 @dataclasses.dataclass(frozen=True)
-class AsyncConfig:
+class AsyncConfig(EnvpoolOptions):
     """Every hyperparameter of the asynchronous methods; each is a command-line flag."""
 
     method: str = option("a3c", "Which asynchronous method.", choices=METHODS)
-    env_id: str = option("CartPole-v1", "envpool environment id (classic control or Atari).")
     seed: int = option(0, "Random seed (networks, exploration, envs).", low=0)
     threads: int = option(2, "Actor-learner threads.", low=1, high=256)
     envs_per_thread: int = option(
@@ -124,14 +123,6 @@ class AsyncConfig:
     checkpoint_every: int = option(
         10, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
     )
-    env_threads: int = option(
-        -1,
-        "envpool worker threads per env (-1: one for classic control, envpool's default for "
-        "Atari; 0: envpool's default).",
-        low=-1,
-    )
-    episodic_life: bool = option(False, "Atari only: end episodes on life loss for learning.")
-    reward_clip: bool = option(False, "Atari only: clip rewards to [-1, 1].")
 
     def check(self) -> None:
         check_env_id(self.env_id)

@@ -29,15 +29,14 @@ from rlax_zoo import replay as replay_lib
 from rlax_zoo import value_learning
 from rlax_zoo.agents.base import VmappedTrainer, make_chunk_runner, python_loop_for
 from rlax_zoo.config import ConfigError, option
-from rlax_zoo.envs.envpool_env import VecEnv, check_env_id, make_env_for
+from rlax_zoo.envs.envpool_env import EnvpoolOptions, VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import QNetwork
 
 
 @dataclasses.dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(EnvpoolOptions):
     """Every DQN hyperparameter; each is a command-line flag of `rlax-zoo train dqn`."""
 
-    env_id: str = option("CartPole-v1", "envpool environment id (classic control or Atari).")
     seed: int = option(0, "Random seed (network init, exploration, replay, envs).", low=0)
     num_seeds: int = option(1, "Independent seeds trained at once (vmapped agent).", low=1)
     total_steps: int = option(100_000, "Environment steps per seed.", low=1)
@@ -98,12 +97,6 @@ class DQNConfig:
     checkpoint_every: int = option(
         20, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
     )
-    env_threads: int = option(
-        -1,
-        "envpool worker threads (-1: one for classic control, envpool's default for Atari; "
-        "0: envpool's default).",
-        low=-1,
-    )
     loop: str = option(
         "auto",
         "How a chunk's iterations run: one lax.scan ('scan'), or Python calling one jitted "
@@ -111,8 +104,6 @@ class DQNConfig:
         "observations, scan otherwise.",
         choices=("auto", "scan", "python"),
     )
-    episodic_life: bool = option(False, "Atari only: end episodes on life loss for learning.")
-    reward_clip: bool = option(False, "Atari only: clip rewards to [-1, 1].")
 
     def check(self) -> None:
         check_env_id(self.env_id)

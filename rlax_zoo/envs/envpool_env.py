@@ -14,6 +14,7 @@ vmap the agent over the seed axis instead.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import warnings
 from functools import lru_cache
@@ -22,6 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rlax_zoo.config import option
 
 
 class EnvError(ValueError):
@@ -59,6 +62,21 @@ def is_atari(env_id: str) -> bool:
     except Exception:  # noqa: BLE001 - unknown ids are checked elsewhere
         return False
     return hasattr(spec.config, "frame_skip") and hasattr(spec.config, "noop_max")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvpoolOptions:
+    """The environment fields every envpool-fed method's config shares (first in its flags)."""
+
+    env_id: str = option("CartPole-v1", "envpool environment id (classic control or Atari).")
+    env_threads: int = option(
+        -1,
+        "envpool worker threads per env batch (-1: one for classic control, envpool's default "
+        "for Atari; 0: envpool's default).",
+        low=-1,
+    )
+    episodic_life: bool = option(False, "Atari only: end episodes on life loss for learning.")
+    reward_clip: bool = option(False, "Atari only: clip rewards to [-1, 1].")
 
 
 class VecEnv(NamedTuple):
@@ -125,7 +143,7 @@ def make_vec_env(
     )
 
 
-def make_env_for(config, num_envs: int, seed: int) -> VecEnv:
+def make_env_for(config: EnvpoolOptions, num_envs: int, seed: int) -> VecEnv:
     """`make_vec_env` from a method config's env fields: env_id, env_threads (-1: the
     default for the env), and for Atari episodic_life and reward_clip."""
     env_kwargs = {}

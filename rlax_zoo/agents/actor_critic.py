@@ -42,7 +42,12 @@ import jax.numpy as jnp
 import optax
 
 from rlax_zoo import multistep, policy_gradient
-from rlax_zoo.agents.base import VmappedTrainer, make_chunk_runner, python_loop_for
+from rlax_zoo.agents.base import (
+    VmappedTrainer,
+    make_chunk_runner,
+    make_vector_step,
+    python_loop_for,
+)
 from rlax_zoo.config import option
 from rlax_zoo.envs.envpool_env import EnvpoolOptions, VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import ActorCriticNetwork
@@ -344,25 +349,11 @@ def make_a2c(config: A2CConfig, vec_env: VecEnv | None = None) -> VmappedTrainer
     agent = make_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
     python_loop = python_loop_for(config.loop, vec_env.obs_shape)
 
-    def vector_step(carry, _):
-        handle, state = carry
-        state, actions = jax.vmap(agent.act)(state)  # [S, K]
-        handle, (obs, reward, term, trunc, info) = vec_env.step(handle, actions.reshape(s * k))
-        split = lambda x: x.reshape((s, k) + x.shape[1:])  # noqa: E731
-        state, transition, out = jax.vmap(agent.observe)(
-            state,
-            actions,
-            split(obs),
-            split(reward),
-            split(term),
-            split(trunc),
-            split(info.get("env_reward", reward)),
-        )
-        return (handle, state), (transition, out, actions.reshape(s * k))
+    vector_step = make_vector_step(agent, vec_env, s, k)
 
     def iteration(handle, state, learn: bool):
         del learn  # every iteration learns (on-policy)
-        (handle, state), (rollout, steps, actions) = jax.lax.scan(
+        (handle, state), ((rollout, steps), actions) = jax.lax.scan(
             vector_step,
             (handle, state),
             None,

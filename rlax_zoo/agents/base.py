@@ -147,3 +147,33 @@ class VmappedTrainer:
             for name, value in out.updates._asdict().items()
         }
         return ChunkSummary(episodes, scalars)
+
+
+def make_vector_step(agent, vec_env, num_seeds: int, num_envs: int):
+    """The scan body of one vector step for every seed at once.
+
+    act (vmapped over seeds) -> one envpool step of the whole [S * K] batch (envpool's xla
+    handle cannot be vmapped) -> observe (vmapped), which also gets the environment's own
+    reward (`info["env_reward"]` under a reward-shaping wrapper) for the logged returns.
+    Returns `body((handle, state), _) -> ((handle, state), (observe's outputs after the new
+    state, as a tuple; actions [S * K] int32))`.
+    """
+    s, k = num_seeds, num_envs
+
+    def vector_step(carry, _):
+        handle, state = carry
+        state, actions = jax.vmap(agent.act)(state)  # [S, K]
+        handle, (obs, reward, term, trunc, info) = vec_env.step(handle, actions.reshape(s * k))
+        split = lambda x: x.reshape((s, k) + x.shape[1:])  # noqa: E731
+        state, *outputs = jax.vmap(agent.observe)(
+            state,
+            actions,
+            split(obs),
+            split(reward),
+            split(term),
+            split(trunc),
+            split(info.get("env_reward", reward)),
+        )
+        return (handle, state), (tuple(outputs), actions.reshape(s * k))
+
+    return vector_step

@@ -27,7 +27,12 @@ import optax
 
 from rlax_zoo import replay as replay_lib
 from rlax_zoo import value_learning
-from rlax_zoo.agents.base import VmappedTrainer, make_chunk_runner, python_loop_for
+from rlax_zoo.agents.base import (
+    VmappedTrainer,
+    make_chunk_runner,
+    make_vector_step,
+    python_loop_for,
+)
 from rlax_zoo.config import ConfigError, option
 from rlax_zoo.envs.envpool_env import EnvpoolOptions, VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import QNetwork
@@ -409,29 +414,12 @@ def make_dqn(config: DQNConfig, vec_env: VecEnv | None = None) -> VmappedTrainer
     if vec_env is None:
         vec_env = make_env_for(config, s * k, config.seed)
     agent = make_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
-    env_step = vec_env.step
-
-    def vector_step(carry, _):
-        handle, state = carry
-        state, actions = jax.vmap(agent.act)(state)  # [S, K]
-        handle, (obs, reward, term, trunc, info) = env_step(handle, actions.reshape(s * k))
-        split = lambda x: x.reshape((s, k) + x.shape[1:])  # noqa: E731
-        state, out = jax.vmap(agent.observe)(
-            state,
-            actions,
-            split(obs),
-            split(reward),
-            split(term),
-            split(trunc),
-            split(info.get("env_reward", reward)),
-        )
-        return (handle, state), (out, actions.reshape(s * k))
-
+    vector_step = make_vector_step(agent, vec_env, s, k)
     python_loop = python_loop_for(config.loop, vec_env.obs_shape)
     unroll = True if python_loop else 1  # inner loops unroll when Python drives iterations
 
     def iteration(handle, state, learn: bool):
-        (handle, state), (steps, actions) = jax.lax.scan(
+        (handle, state), ((steps,), actions) = jax.lax.scan(
             vector_step, (handle, state), None, config.rollout_length, unroll=unroll
         )
         if learn:

@@ -145,7 +145,7 @@ def _method_config(name: str, method: str, doc: str, **defaults):
     return cls
 
 
-_Q_DEFAULTS = dict(max_grad_norm=10.0, learning_rate=7e-4, envs_per_thread=8)
+_Q_DEFAULTS = dict(max_grad_norm=1.0, learning_rate=7e-4, envs_per_thread=8)
 AsyncQConfig = _method_config(
     "AsyncQConfig", "q", "Asynchronous one-step Q-learning.", **_Q_DEFAULTS
 )

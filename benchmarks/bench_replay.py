@@ -62,14 +62,17 @@ def fake_td_errors(key: jax.Array, reward: jax.Array, weights: jax.Array) -> jax
     return jnp.abs(reward + jax.random.normal(key, reward.shape)) * weights
 
 
+def prefilled(buffer, capacity: int):
+    """A buffer (ours or flashbax's: same init/add API) filled with `capacity` transitions."""
+    state = buffer.init(jax.tree.map(lambda x: x[0], transitions(jax.random.key(0), 1)))
+    return jax.jit(buffer.add, donate_argnums=0)(state, transitions(jax.random.key(1), capacity))
+
+
 def make_ours(capacity: int, batch: int, add_batch: int):
     buffer = replay.prioritized_replay(capacity, batch, alpha=ALPHA, kind="proportional", eps=EPS)
 
     def init() -> replay.ReplayState:
-        state = buffer.init(jax.tree.map(lambda x: x[0], transitions(jax.random.key(0), 1)))
-        return jax.jit(buffer.add, donate_argnums=0)(
-            state, transitions(jax.random.key(1), capacity)
-        )
+        return prefilled(buffer, capacity)
 
     def op(state, key):
         k_add, k_sample, k_td = jax.random.split(key, 3)
@@ -94,10 +97,7 @@ def make_flashbax(capacity: int, batch: int, add_batch: int):
     )
 
     def init():
-        state = buffer.init(jax.tree.map(lambda x: x[0], transitions(jax.random.key(0), 1)))
-        return jax.jit(buffer.add, donate_argnums=0)(
-            state, transitions(jax.random.key(1), capacity)
-        )
+        return prefilled(buffer, capacity)
 
     def op(state, key):
         k_add, k_sample, k_td = jax.random.split(key, 3)

@@ -158,14 +158,13 @@ def run(
     metrics_rows: list[dict] = []
     episode_rows: list[dict] = []
     if resume is not None:
-        num_envs_total = trainer.vec_env.num_envs if exact else 0
 
         def target(meta):
             if not exact:
                 return {"state": state}
             return {
                 "state": state,
-                "actions": np.zeros((meta["num_logged"], num_envs_total), np.int32),
+                "actions": np.zeros((meta["num_logged"], trainer.vec_env.num_envs), np.int32),
             }
 
         restored, meta, _ = checkpointer.restore(target)

@@ -37,8 +37,8 @@ def episodes_per_seed(done, episode_return, episode_length) -> list[np.ndarray]:
     lens = np.asarray(episode_length).reshape(done.shape)
     offsets = np.broadcast_to((np.arange(done.shape[0]).reshape(-1, 1, 1) + 1) * k, done.shape)
     return [
-        np.stack([offsets[:, i][m], rets[:, i][m], lens[:, i][m]], -1)
-        for i, m in ((i, done[:, i]) for i in range(s))
+        np.stack([offsets[:, i][done[:, i]], rets[:, i][done[:, i]], lens[:, i][done[:, i]]], -1)
+        for i in range(s)
     ]
 
 

@@ -32,6 +32,7 @@ from rlax_zoo.value_learning import (
     q_learning,
     sarsa,
 )
+from rlax_zoo.vtrace import VTraceOutput, vtrace, vtrace_td_error_and_advantage
 
 __version__ = "0.1.0"
 
@@ -61,4 +62,7 @@ __all__ = [
     "sarsa",
     "shaped_reward",
     "uniform_replay",
+    "VTraceOutput",
+    "vtrace",
+    "vtrace_td_error_and_advantage",
 ]

@@ -15,6 +15,7 @@ PRIMITIVES = [
     "rlax_zoo/replay.py",
     "rlax_zoo/networks.py",
     "rlax_zoo/shaping.py",
+    "rlax_zoo/vtrace.py",
 ]
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlax_zoo import vtrace as vt
+from rlax_zoo.vtrace import SCAN_IMPLS, vtrace, vtrace_td_error_and_advantage
 
 
 def brute_force(v_tm1, v_t, r_t, discount_t, rho, lam, rho_bar, c_bar, pg_rho_bar=1.0):
@@ -50,11 +50,11 @@ def random_trajectory(rng, n, *, episode_ends=True, big_rho=False):
 
 
 def run(args, scan_impl="sequential", **kw):
-    out = vt.vtrace_td_error_and_advantage(*map(jnp.asarray, args), scan_impl=scan_impl, **kw)
+    out = vtrace_td_error_and_advantage(*map(jnp.asarray, args), scan_impl=scan_impl, **kw)
     return [np.asarray(x) for x in out]
 
 
-@pytest.mark.parametrize("scan_impl", vt.SCAN_IMPLS)
+@pytest.mark.parametrize("scan_impl", SCAN_IMPLS)
 @pytest.mark.parametrize("n", [1, 2, 7, 60])
 @pytest.mark.parametrize(
     "lam, rho_bar, c_bar, pg_bar",
@@ -84,7 +84,7 @@ def test_vtrace_matches_brute_force_sum(scan_impl, n, lam, rho_bar, c_bar, pg_ba
             np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("scan_impl", vt.SCAN_IMPLS)
+@pytest.mark.parametrize("scan_impl", SCAN_IMPLS)
 def test_vtrace_long_trajectory(scan_impl):
     """T = 1000, episode ends inside: eq. (1) summed in float64 with a running product."""
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def test_vtrace_long_trajectory(scan_impl):
                 break
         want[s] = total
     got = np.asarray(
-        vt.vtrace(*map(jnp.asarray, (v_tm1, v_t, r_t, discount_t, rho)), scan_impl=scan_impl)
+        vtrace(*map(jnp.asarray, (v_tm1, v_t, r_t, discount_t, rho)), scan_impl=scan_impl)
     )
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -114,7 +114,7 @@ def test_vtrace_by_hand():
     v_0 - V_0 = delta_0 + gamma c_0 delta_1 = 1.5 + 0.5 * 1 * 0 = 1.5, v_1 - V_1 = 0;
     q_0 = r_0 + gamma v_1 = 1 + 0.5 * 3 = 2.5, pg_0 = 1 * (2.5 - 1) = 1.5;
     q_1 = r_1 + gamma V_2 = 3, pg_1 = 0.5 * (3 - 3) = 0."""
-    out = vt.vtrace_td_error_and_advantage(
+    out = vtrace_td_error_and_advantage(
         jnp.array([1.0, 3.0]),
         jnp.array([3.0, 4.0]),
         jnp.array([1.0, 1.0]),
@@ -131,7 +131,7 @@ def test_on_policy_vtrace_is_the_n_step_return():
     rng = np.random.default_rng(1)
     v_tm1, v_t, r_t, _, _ = random_trajectory(rng, 9)
     gamma = 0.9
-    errors = vt.vtrace(
+    errors = vtrace(
         jnp.asarray(v_tm1), jnp.asarray(v_t), jnp.asarray(r_t), jnp.full(9, gamma), jnp.ones(9)
     )
     for s in range(9):
@@ -148,9 +148,9 @@ def test_zero_rho_and_infinite_rho():
         jnp.ones(2),
         jnp.array([0.0, 1.0]),
     ]
-    np.testing.assert_allclose(vt.vtrace(*args), [0.0, 11.0])
+    np.testing.assert_allclose(vtrace(*args), [0.0, 11.0])
     args[-1] = jnp.array([jnp.inf, jnp.inf])
-    out = vt.vtrace_td_error_and_advantage(*args)
+    out = vtrace_td_error_and_advantage(*args)
     np.testing.assert_allclose(out.errors, [12.0, 11.0])  # 1 + 1 * (1 + 10)
     assert np.all(np.isfinite(np.asarray(out.pg_advantage)))
 
@@ -159,7 +159,7 @@ def test_lambda_zero_cuts_the_trace_but_bootstraps():
     """lambda_t = 0 (a truncation at x_{t+1}): v_t = r_t + gamma V(x_{t+1}), not the next row."""
     v_tm1 = jnp.array([0.0, 100.0])  # row 1 starts a new episode from the truncated obs
     v_t = jnp.array([5.0, 0.0])
-    out = vt.vtrace_td_error_and_advantage(
+    out = vtrace_td_error_and_advantage(
         v_tm1,
         v_t,
         jnp.array([1.0, 50.0]),
@@ -176,19 +176,19 @@ def test_gradients_flow_only_through_the_baseline():
     v_tm1, v_t, r_t, discount_t, rho = map(jnp.asarray, random_trajectory(rng, 6))
 
     def loss(v_tm1, v_t):
-        return 0.5 * jnp.sum(vt.vtrace(v_tm1, v_t, r_t, discount_t, rho) ** 2)
+        return 0.5 * jnp.sum(vtrace(v_tm1, v_t, r_t, discount_t, rho) ** 2)
 
     g_tm1, g_t = jax.grad(loss, argnums=(0, 1))(v_tm1, v_t)
-    np.testing.assert_allclose(g_tm1, -vt.vtrace(v_tm1, v_t, r_t, discount_t, rho), rtol=1e-6)
+    np.testing.assert_allclose(g_tm1, -vtrace(v_tm1, v_t, r_t, discount_t, rho), rtol=1e-6)
     np.testing.assert_array_equal(g_t, 0.0)
 
 
 def test_bad_inputs_are_refused():
     x = jnp.ones(3)
     with pytest.raises(AssertionError):
-        vt.vtrace(x, x, x, x, jnp.ones(4))
+        vtrace(x, x, x, x, jnp.ones(4))
     with pytest.raises(ValueError, match="scan_impl"):
-        vt.vtrace(x, x, x, x, x, scan_impl="parallel")
+        vtrace(x, x, x, x, x, scan_impl="parallel")
 
 
 @pytest.mark.parametrize("n", [1, 20, 80])
@@ -199,9 +199,9 @@ def test_equal_to_rlax(n):
     batch = [random_trajectory(rng, n, big_rho=True) for _ in range(32)]
     args = [jnp.asarray(np.stack(x)) for x in zip(*batch, strict=True)]
     lam = jnp.asarray(rng.uniform(0.5, 1, (32, n)), jnp.float32)
-    for scan_impl in vt.SCAN_IMPLS:
+    for scan_impl in SCAN_IMPLS:
         ours = jax.vmap(
-            lambda *a, s=scan_impl: vt.vtrace_td_error_and_advantage(
+            lambda *a, s=scan_impl: vtrace_td_error_and_advantage(
                 *a, clip_rho_threshold=1.5, clip_pg_rho_threshold=1.2, scan_impl=s
             )
         )(*args, lam)

@@ -1,9 +1,10 @@
-"""Networks (flax.linen): MLP and Nature-CNN torsos, Q and dueling heads, an actor-critic.
+"""Networks (flax.linen): MLP, Nature-CNN and IMPALA torsos, Q and dueling heads, an actor-critic.
 
 Vendorable: imports only jax and flax.
 
 Papers:
   * Mnih et al. 2015, "Human-level control through deep RL" (the Nature CNN torso).
+  * Espeholt et al. 2018, "IMPALA", Figure 3 (the shallow and the deep residual torsos).
   * Wang et al. 2016, "Dueling Network Architectures for Deep RL", eq. (8) (max aggregator)
     and eq. (9) (mean aggregator).
 """
@@ -16,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 AGGREGATORS = ("mean", "max")
+TORSOS = ("mlp", "nature_cnn", "impala_shallow", "impala_deep")
 
 
 class MLP(nn.Module):
@@ -45,12 +47,69 @@ class NatureCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
+        x = _frames_to_nhwc(x)
         x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
         x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
         x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
         x = x.reshape((x.shape[0], -1))
         return nn.relu(nn.Dense(self.dense_size)(x))
+
+
+def _frames_to_nhwc(x):
+    """Envpool frames [B, C, H, W] uint8 0..255 -> [B, H, W, C] float32 in [0, 1]."""
+    return jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
+
+
+class ImpalaShallowCNN(nn.Module):
+    """IMPALA's shallow torso (Espeholt et al. 2018, Figure 3 left, without the LSTM):
+    conv 16x8x8/4, conv 32x4x4/2, dense 256, ReLU after each. [B, C, H, W] -> [B, 256]."""
+
+    dense_size: int = 256
+
+    @nn.compact
+    def __call__(self, x):
+        x = _frames_to_nhwc(x)
+        x = nn.relu(nn.Conv(16, (8, 8), strides=(4, 4), padding="VALID")(x))
+        x = nn.relu(nn.Conv(32, (4, 4), strides=(2, 2), padding="VALID")(x))
+        return nn.relu(nn.Dense(self.dense_size)(x.reshape((x.shape[0], -1))))
+
+
+class ImpalaResNet(nn.Module):
+    """IMPALA's deep residual torso (Espeholt et al. 2018, Figure 3 right, without the LSTM).
+
+    Three sections of (conv 3x3/1, max-pool 3x3/2 "SAME", two residual blocks
+    [ReLU, conv 3x3, ReLU, conv 3x3] + skip) with 16, 32, 32 channels, then ReLU, dense 256,
+    ReLU. [B, C, H, W] uint8 frames -> [B, 256].
+    """
+
+    channels: Sequence[int] = (16, 32, 32)
+    dense_size: int = 256
+
+    @nn.compact
+    def __call__(self, x):
+        x = _frames_to_nhwc(x)
+        for channels in self.channels:
+            x = nn.Conv(channels, (3, 3), padding="SAME")(x)
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            for _ in range(2):
+                y = nn.Conv(channels, (3, 3), padding="SAME")(nn.relu(x))
+                x = x + nn.Conv(channels, (3, 3), padding="SAME")(nn.relu(y))
+        x = nn.relu(x).reshape((x.shape[0], -1))
+        return nn.relu(nn.Dense(self.dense_size)(x))
+
+
+def make_torso(torso: str, hidden_sizes: Sequence[int] = (64, 64), name: str | None = None):
+    """The torso module named `torso` (one of `TORSOS`)."""
+    if torso == "mlp":
+        return MLP(hidden_sizes, name=name)
+    modules = {
+        "nature_cnn": NatureCNN,
+        "impala_shallow": ImpalaShallowCNN,
+        "impala_deep": ImpalaResNet,
+    }
+    if torso not in modules:
+        raise ValueError(f"torso must be one of {TORSOS}, got {torso!r}")
+    return modules[torso](name=name)
 
 
 def dueling_aggregate(value, advantages, aggregator: str = "mean"):
@@ -115,7 +174,7 @@ class DuelingHead(nn.Module):
 class QNetwork(nn.Module):
     """Torso + (dueling or single-stream) head: observations [B, ...] -> Q values [B, A].
 
-    torso: "mlp" for vector observations, "nature_cnn" for Atari frames [B, C, H, W].
+    torso: one of `TORSOS`: "mlp" for vector observations, a CNN for Atari frames [B, C, H, W].
     """
 
     num_actions: int
@@ -127,12 +186,7 @@ class QNetwork(nn.Module):
 
     @nn.compact
     def __call__(self, obs):
-        if self.torso == "mlp":
-            features = MLP(self.hidden_sizes)(obs)
-        elif self.torso == "nature_cnn":
-            features = NatureCNN()(obs)
-        else:
-            raise ValueError(f"torso must be 'mlp' or 'nature_cnn', got {self.torso!r}")
+        features = make_torso(self.torso, self.hidden_sizes)(obs)
         if self.dueling:
             return DuelingHead(self.num_actions, self.head_hidden_size, self.aggregator)(features)
         return QHead(self.num_actions, self.head_hidden_size)(features)
@@ -144,7 +198,7 @@ class ActorCriticNetwork(nn.Module):
     The policy pi(a|s) = softmax(logits) and the baseline / critic V(s) of the actor-critic
     methods (Sutton et al. 2000; Mnih et al. 2016, Algorithm S3). `shared_torso` gives one
     torso with two linear heads (A3C's network); otherwise the policy and the value each get
-    their own torso. torso: "mlp" for vector observations, "nature_cnn" for Atari frames.
+    their own torso. torso: one of `TORSOS` ("mlp" for vector observations, a CNN for frames).
     """
 
     num_actions: int
@@ -153,11 +207,7 @@ class ActorCriticNetwork(nn.Module):
     shared_torso: bool = True
 
     def _torso(self, name: str):
-        if self.torso == "mlp":
-            return MLP(self.hidden_sizes, name=name)
-        if self.torso == "nature_cnn":
-            return NatureCNN(name=name)
-        raise ValueError(f"torso must be 'mlp' or 'nature_cnn', got {self.torso!r}")
+        return make_torso(self.torso, self.hidden_sizes, name)
 
     @nn.compact
     def __call__(self, obs):

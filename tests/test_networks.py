@@ -112,3 +112,38 @@ def test_dueling_head_without_hidden_layers():
     head = networks.DuelingHead(num_actions=4)
     params = head.init(jax.random.key(0), jnp.ones((2, 10)))["params"]
     assert set(params) == {"value", "advantage"}
+
+
+@pytest.mark.parametrize(
+    "torso, count",
+    [
+        # conv 16x8x8/4 on 4 channels, conv 32x4x4/2, dense 9*9*32 -> 256 (84 -> 20 -> 9)
+        (
+            "impala_shallow",
+            (8 * 8 * 4 * 16 + 16) + (4 * 4 * 16 * 32 + 32) + (9 * 9 * 32 * 256 + 256),
+        ),
+        # sections 16, 32, 32: a conv in, 4 convs in the two residual blocks; 84 -> 42 -> 21
+        # -> 11 after the three stride-2 "SAME" pools; dense 11*11*32 -> 256
+        (
+            "impala_deep",
+            (3 * 3 * 4 * 16 + 16)
+            + 4 * (3 * 3 * 16 * 16 + 16)
+            + (3 * 3 * 16 * 32 + 32)
+            + 4 * (3 * 3 * 32 * 32 + 32)
+            + (3 * 3 * 32 * 32 + 32)
+            + 4 * (3 * 3 * 32 * 32 + 32)
+            + (11 * 11 * 32 * 256 + 256),
+        ),
+    ],
+)
+def test_impala_torsos_match_the_paper_sizes(torso, count):
+    """Espeholt et al. 2018, Figure 3: parameter counts computed by hand for 84x84x4 frames."""
+    net = networks.make_torso(torso)
+    obs = jnp.zeros((2, 4, 84, 84), jnp.uint8)
+    params = jax.eval_shape(net.init, jax.random.key(0), obs)
+    assert sum(np.prod(x.shape) for x in jax.tree.leaves(params)) == count
+    assert jax.eval_shape(net.apply, params, obs).shape == (2, 256)
+    ac = networks.ActorCriticNetwork(num_actions=6, torso=torso)
+    real = ac.init(jax.random.key(0), obs[:1] + 7)
+    logits, value = ac.apply(real, obs[:1] + 7)
+    assert logits.shape == (1, 6) and value.shape == (1,) and np.all(np.isfinite(logits))

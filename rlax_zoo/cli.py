@@ -51,6 +51,12 @@ METHODS = {
         aliases={"env_id": "--env"},
         fixed=("method",),
     ),
+    "impala": Method(
+        config_cls=_config("rlax_zoo.agents.impala:ImpalaConfig"),
+        build="rlax_zoo.agents.impala:make_impala",
+        help="IMPALA with V-trace (Espeholt et al. 2018): actor threads + learner, or all jitted.",
+        aliases={"env_id": "--env"},
+    ),
 }
 _ASYNC = {
     "async-q": ("AsyncQConfig", "Asynchronous one-step Q-learning (Mnih et al. 2016, Alg. 1)."),

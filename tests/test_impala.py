@@ -66,13 +66,13 @@ def test_on_policy_loss_equals_a2c_loss():
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
     np.testing.assert_allclose(o1.value_loss, o2.value_loss, rtol=1e-5)
     np.testing.assert_allclose(o1.policy_loss, o2.policy_loss, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(o1.mean_rho, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(o1.mean_abs_log_rho, 0.0, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_off_policy_ratios_and_no_correction():
-    """With another behaviour policy the ratios are pi/mu (mean_rho != 1) and the loss moves;
+    """With another behaviour policy the ratios are pi/mu (|log rho| > 0) and the loss moves;
     correction='none' sets every ratio to 1 and gives back the on-policy formula on that data."""
     cfg, net, params, roll, last_obs = _setup()
     behaviour = jnp.asarray(np.random.default_rng(3).normal(size=(6, 3, 2)), jnp.float32)
@@ -83,11 +83,12 @@ def test_off_policy_ratios_and_no_correction():
     ratio = np.exp(np.take_along_axis(logp - logmu, a, -1)[..., 0])
     valid = np.asarray(roll.valid)
     _, out = impala.impala_loss(net, params, roll, behaviour, last_obs, cfg)
-    np.testing.assert_allclose(out.mean_rho, ratio[valid].mean(), rtol=1e-5)
+    np.testing.assert_allclose(out.mean_abs_log_rho, np.abs(np.log(ratio[valid])).mean(), rtol=1e-5)
     none_cfg = dataclasses.replace(cfg, correction="none")
     loss_none, out_none = impala.impala_loss(net, params, roll, behaviour, last_obs, none_cfg)
     loss_a2c, _ = ac.actor_critic_loss(net, params, roll, last_obs, cfg)
-    np.testing.assert_allclose(out_none.mean_rho, 1.0)
+    # the ratios are still measured (the same data), only not used
+    np.testing.assert_allclose(out_none.mean_abs_log_rho, out.mean_abs_log_rho)
     np.testing.assert_allclose(loss_none, loss_a2c, rtol=1e-5)
     assert abs(float(out.loss) - float(loss_none)) > 1e-4
 
@@ -118,7 +119,7 @@ def test_artificial_policy_lag_acts_with_old_parameters():
         expected = seen[max(0, len(seen) - 1 - 2)]
         for a, b in zip(jax.tree.leaves(acting), jax.tree.leaves(expected), strict=True):
             np.testing.assert_array_equal(a, b)
-    assert float(out.updates.mean_rho[0, 0]) != 1.0  # lagged data is off-policy
+    assert float(out.updates.mean_abs_log_rho[0, 0]) > 0  # lagged data is off-policy
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,9 @@ def test_bad_config_names_the_field(field, value):
         validate(dataclasses.replace(impala.ImpalaConfig(), **{field: value}))
 
 
-@pytest.mark.parametrize("field, value", [("num_seeds", 2), ("policy_lag", 3)])
+@pytest.mark.parametrize(
+    "field, value", [("num_seeds", 2), ("policy_lag", 3), ("learner_devices", 0)]
+)
 def test_threads_refuse_jit_only_options(field, value):
     with pytest.raises((ConfigError, ValueError), match=field):
         validate(dataclasses.replace(impala.ImpalaConfig(), **{field: value}))
@@ -179,15 +182,12 @@ def test_learns_cartpole(tmp_path, architecture, steps):
     assert _best_mean20(returns) > 150, _best_mean20(returns)
 
 
-SHARDED = textwrap.dedent(
+BATCH = textwrap.dedent(
     """
-    import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh
     from rlax_zoo.agents import impala, actor_critic as ac
     from rlax_zoo.networks import ActorCriticNetwork
-    assert jax.device_count() == 8, jax.devices()
     t, b = 7, 16
     rng = np.random.default_rng(0)
     term = rng.random((t, b)) < 0.1
@@ -209,6 +209,20 @@ SHARDED = textwrap.dedent(
     opt = ac.make_optimizer(cfg, 100)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))
     single = jax.jit(impala.make_learner_update(net, opt, cfg))
+    """
+)
+SHARDED = (
+    textwrap.dedent(
+        """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax
+    assert jax.device_count() == 8, jax.devices()
+    """
+    )
+    + BATCH
+    + textwrap.dedent(
+        """
     mesh = Mesh(np.array(jax.devices()), ("data",))
     sharded = jax.jit(impala.make_learner_update(net, opt, cfg, mesh=mesh))
     p1, s1, o1 = single(params, opt.init(params), batch)
@@ -218,8 +232,16 @@ SHARDED = textwrap.dedent(
     leaves = zip(jax.tree.leaves(p1), jax.tree.leaves(params))
     moved = max(float(jnp.max(jnp.abs(x - y))) for x, y in leaves)
     assert moved > 1e-5, moved
+    # the threaded trainer with its learner split over the 8 devices runs end to end
+    tcfg = impala.ImpalaConfig(
+        actors=1, num_envs=8, rollout_length=5, batch_size=1, learner_devices=-1, total_steps=400
+    )
+    trainer = impala.make_impala(tcfg)
+    _, state, out = trainer.run_chunk(None, trainer.init_state(), True, 3)
+    assert int(state.num_updates) == 3 and np.all(np.isfinite(out.updates["loss"]))
     print("ok", len(jax.devices()), float(o1.loss), float(o8.loss))
     """
+    )
 )
 
 
@@ -237,3 +259,59 @@ def test_sharded_learner_update_equals_single_device():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ok 8"), out.stdout
+
+
+DISTRIBUTED = (
+    textwrap.dedent(
+        """
+    import sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    port, pid = sys.argv[1], int(sys.argv[2])
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+    assert jax.process_count() == 2 and jax.device_count() == 2
+    """
+    )
+    + BATCH
+    + textwrap.dedent(
+        """
+    p1, s1, o1 = single(params, opt.init(params), batch)  # the whole batch, this process only
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    # each process holds half of the trajectories (its actors' share) and builds the global batch
+    local = jax.tree.map(lambda x: x[:, pid * 8 : (pid + 1) * 8], batch._replace(last_obs=None))
+    local = local._replace(last_obs=batch.last_obs[pid * 8 : (pid + 1) * 8])
+    global_batch = impala.global_batch_from_process_local(local, mesh)
+    sharded = jax.jit(impala.make_learner_update(net, opt, cfg, mesh=mesh))
+    p2, s2, o2 = sharded(params, opt.init(params), global_batch)
+    for x, y in zip(jax.tree.leaves((p1, o1)), jax.tree.leaves((p2, o2)), strict=True):
+        np.testing.assert_allclose(x, np.asarray(y.addressable_data(0)), rtol=2e-5, atol=1e-6)
+    print("ok", pid, float(o1.loss))
+    """
+    )
+)
+
+
+def test_learner_update_across_two_processes_equals_single_device():
+    """jax.distributed with two local CPU processes (gloo collectives), one device each, each
+    holding half of the batch: the sharded update equals one process's full-batch update."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DISTRIBUTED, str(port), str(pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for pid in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for pid, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, err[-3000:]
+        assert f"\nok {pid} " in "\n" + out, out

@@ -129,6 +129,12 @@ class ImpalaConfig(A2CConfig):
         + ".",
         choices=("auto",) + TORSOS,
     )
+    learner_devices: int = option(
+        1,
+        "Devices the learner's batch is split over (shard_map data parallelism, "
+        "architecture=threads; -1: all local devices). batch_size * num_envs must divide by it.",
+        low=-1,
+    )
     scan_impl: str = option(
         "sequential", "V-trace recursion: lax.scan or associative_scan.", choices=SCAN_IMPLS
     )
@@ -145,6 +151,13 @@ class ImpalaConfig(A2CConfig):
             raise ValueError(
                 f"num_seeds must be 1 with architecture='threads' (got {self.num_seeds}); "
                 "use architecture='jit' to train several seeds at once"
+            )
+        if self.learner_devices == 0:
+            raise ValueError("learner_devices must be >= 1 or -1 (all local devices), got 0")
+        if self.architecture == "jit" and self.learner_devices != 1:
+            raise ValueError(
+                f"learner_devices={self.learner_devices} needs architecture='threads' (the jit "
+                "architecture vmaps seeds on one device)"
             )
         if self.architecture == "threads" and self.policy_lag:
             raise ValueError(
@@ -174,7 +187,9 @@ class ImpalaOutput(NamedTuple):
     policy_loss: jax.Array
     value_loss: jax.Array
     entropy: jax.Array
-    mean_rho: jax.Array  # mean importance ratio pi/mu over valid steps (1 on-policy)
+    # mean |log pi(a|x)/mu(a|x)| over valid steps: 0 on-policy, grows with the policy lag (the
+    # mean ratio itself is 1 in expectation under mu whatever the lag)
+    mean_abs_log_rho: jax.Array
 
 
 def impala_loss_sums(network, params, rollout: Transition, behaviour_logits, last_obs, config):
@@ -191,7 +206,7 @@ def impala_loss_sums(network, params, rollout: Transition, behaviour_logits, las
       config: lambda_, discount, clip thresholds, correction, scan_impl, value_cost,
         entropy_cost.
     Returns:
-      (total [], ImpalaOutput of sums; mean_rho holds the sum of ratios).
+      (total [], ImpalaOutput of sums; mean_abs_log_rho holds the sum of |log rho|).
     """
     t, b = rollout.action.shape
     all_obs = jnp.concatenate([rollout.obs, last_obs[None]], axis=0)  # [T+1, B, ...]
@@ -201,7 +216,8 @@ def impala_loss_sums(network, params, rollout: Transition, behaviour_logits, las
     log_pi = jax.nn.log_softmax(logits)
     log_mu = jax.nn.log_softmax(behaviour_logits)
     take = lambda lp: jnp.take_along_axis(lp, rollout.action[..., None], -1)[..., 0]  # noqa: E731
-    rho = jnp.exp(jax.lax.stop_gradient(take(log_pi) - take(log_mu)))
+    log_rho = jax.lax.stop_gradient(take(log_pi) - take(log_mu))
+    rho = jnp.exp(log_rho)
     if config.correction == "none":
         rho = jnp.ones_like(rho)
     discount_t = config.discount * (1.0 - rollout.terminated.astype(jnp.float32))
@@ -239,7 +255,9 @@ def impala_loss_sums(network, params, rollout: Transition, behaviour_logits, las
     entropy = -policy_gradient.entropy_loss(flat(logits), w)
     value_loss = jnp.sum(mask * 0.5 * vt.errors**2)
     total = policy_loss + config.value_cost * value_loss - config.entropy_cost * entropy
-    return total, ImpalaOutput(total, policy_loss, value_loss, entropy, jnp.sum(mask * rho))
+    return total, ImpalaOutput(
+        total, policy_loss, value_loss, entropy, jnp.sum(mask * jnp.abs(log_rho))
+    )
 
 
 def impala_loss(network, params, rollout: Transition, behaviour_logits, last_obs, config):
@@ -292,11 +310,7 @@ def make_learner_update(network, optimizer, config, mesh=None):
 
     from jax.sharding import PartitionSpec as P
 
-    batch_spec = Batch(
-        rollout=Transition(*([P(None, "data")] * len(Transition._fields))),
-        behaviour_logits=P(None, "data"),
-        last_obs=P("data"),
-    )
+    batch_spec = batch_partition_specs()
 
     def sharded(params, opt_state, batch, count):
         grads, out = grads_and_out(params, batch, count)
@@ -311,6 +325,29 @@ def make_learner_update(network, optimizer, config, mesh=None):
         return sharded(params, opt_state, batch, count_of(batch))
 
     return update
+
+
+def batch_partition_specs() -> Batch:
+    """How a `Batch` is split over a "data" mesh axis: along B (trajectories), not T."""
+    from jax.sharding import PartitionSpec as P
+
+    by_env = P(None, "data")
+    return Batch(Transition(*([by_env] * len(Transition._fields))), by_env, P("data"))
+
+
+def global_batch_from_process_local(local: Batch, mesh) -> Batch:
+    """One global `Batch` sharded over `mesh`'s "data" axis from each process's own share.
+
+    Across hosts (`jax.distributed.initialize` in every process, one mesh over all processes'
+    devices), each process passes the trajectories its own actors produced ([T, B_local]); the
+    result is the [T, sum of B_local] batch that `make_learner_update(..., mesh=mesh)` takes.
+    """
+    from jax.sharding import NamedSharding
+
+    def to_global(spec, x):
+        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(x))
+
+    return jax.tree.map(to_global, batch_partition_specs(), local)
 
 
 # ----------------------------------------------------------------------------- jit architecture
@@ -543,11 +580,15 @@ class ThreadedTrainer:
         stop = threading.Event()
         errors: list[BaseException] = []
         published = {"params": state.params, "version": int(state.num_updates)}
+        actor_device = jax.local_devices()[0]
 
         def act(actor: _Actor):
             try:
                 while not stop.is_set():
                     params, version = published["params"], published["version"]  # atomic reads
+                    # a learner split over devices publishes replicated parameters; envpool's
+                    # step runs on one device, so the actor takes its own single-device copy
+                    params = jax.device_put(params, actor_device)
                     t0 = time.perf_counter()
                     actor.handle, actor.state, batch, steps = actor.rollout(
                         params, actor.handle, actor.state
@@ -649,6 +690,26 @@ def _stack_batches(batches: list[Batch]) -> Batch:
     return Batch(rollout, logits, last_obs)
 
 
+def learner_mesh(config: ImpalaConfig):
+    """The learner's one-axis ("data") device mesh, or None for a single-device learner."""
+    n = jax.local_device_count() if config.learner_devices == -1 else config.learner_devices
+    if n > jax.local_device_count():
+        raise ValueError(
+            f"learner_devices={config.learner_devices}: only {jax.local_device_count()} local "
+            "devices"
+        )
+    if n == 1:
+        return None
+    batch = config.batch_size * config.num_envs
+    if batch % n:
+        raise ValueError(
+            f"learner_devices={n} must divide the learner batch batch_size * num_envs = {batch}"
+        )
+    from jax.sharding import Mesh
+
+    return Mesh(np.array(jax.local_devices()[:n]), ("data",))
+
+
 def make_threaded_impala(config: ImpalaConfig) -> ThreadedTrainer:
     actors = [_Actor(i, config) for i in range(config.actors)]
     env = actors[0].env
@@ -660,8 +721,21 @@ def make_threaded_impala(config: ImpalaConfig) -> ThreadedTrainer:
         actor.rollout = jax.jit(
             _make_rollout(network, actor.env, config, env.obs_dtype), donate_argnums=(2,)
         )
+    mesh = learner_mesh(config)
     # params are not donated: actors may still be reading the published ones
-    update = jax.jit(make_learner_update(network, optimizer, config), donate_argnums=(1,))
+    update = jax.jit(make_learner_update(network, optimizer, config, mesh), donate_argnums=(1,))
+    if mesh is not None:  # place the inputs the way the sharded update takes them
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        replicated = NamedSharding(mesh, P())
+        shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), batch_partition_specs())
+        jitted = update
+
+        def update(params, opt_state, batch: Batch):
+            params, opt_state = jax.device_put((params, opt_state), replicated)
+            return jitted(params, opt_state, jax.device_put(batch, shardings))
+
     return ThreadedTrainer(
         config=config,
         network=network,

@@ -16,6 +16,8 @@ The paper's single-machine IMPALA: 17K frames/s on 48 CPU cores (about 354 per c
 
     python benchmarks/impala_pong_throughput.py [--actors 2 --num-envs 8 --rollout-length 20
         --batch-size 2 --torso impala_shallow --updates 30 --repeats 3]
+
+The network has one torso shared by the policy and value heads (the paper's, and Cleanba's).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--env-threads", type=int, default=-1)
+    parser.add_argument(
+        "--separate-torsos", action="store_true", help="two networks (default: one shared torso)"
+    )
     args = parser.parse_args()
     print("command: python " + " ".join(sys.argv))
     print("machine:", machine_line())
@@ -82,6 +87,7 @@ def main() -> None:
         batch_size=args.batch_size,
         queue_size=args.queue_size,
         torso=args.torso,
+        shared_torso=not args.separate_torsos,
         env_threads=args.env_threads,
         max_grad_norm=40.0,
         learning_rate=6e-4,

@@ -315,3 +315,20 @@ def test_learner_update_across_two_processes_equals_single_device():
     for pid, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
         assert p.returncode == 0, err[-3000:]
         assert f"\nok {pid} " in "\n" + out, out
+
+
+def test_gradient_accumulation_over_chunks_is_the_same_update():
+    """learner_chunks = 3 (one trajectory per slice) takes the step of the unsliced batch."""
+    cfg, net, params, roll, last_obs = _setup()
+    behaviour = jnp.asarray(np.random.default_rng(4).normal(size=(6, 3, 2)), jnp.float32)
+    batch = impala.Batch(roll, behaviour, last_obs)
+    opt = ac.make_optimizer(cfg, 10)
+    results = []
+    for chunks in (1, 3):
+        update = impala.make_learner_update(
+            net, opt, dataclasses.replace(cfg, learner_chunks=chunks)
+        )
+        results.append(jax.jit(update)(params, opt.init(params), batch))
+    (p1, _, o1), (p3, _, o3) = results
+    for x, y in zip(jax.tree.leaves((p1, o1)), jax.tree.leaves((p3, o3)), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)

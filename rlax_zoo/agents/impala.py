@@ -135,6 +135,13 @@ class ImpalaConfig(A2CConfig):
         "architecture=threads; -1: all local devices). batch_size * num_envs must divide by it.",
         low=-1,
     )
+    learner_chunks: int = option(
+        0,
+        "Accumulate the learner's gradient over this many slices of the batch (same update, "
+        "less memory traffic: XLA:CPU convolution gradients run about 2x faster per frame on "
+        "one trajectory at a time). 0: one slice per trajectory for frames, 1 otherwise.",
+        low=0,
+    )
     scan_impl: str = option(
         "sequential", "V-trace recursion: lax.scan or associative_scan.", choices=SCAN_IMPLS
     )
@@ -286,11 +293,27 @@ def make_learner_update(network, optimizer, config, mesh=None):
     """
 
     def grads_and_out(params, batch, count):
-        def loss(params):
-            total, out = impala_loss_sums(network, params, *batch, config)
+        def loss(params, part):
+            total, out = impala_loss_sums(network, params, *part, config)
             return total / count, out
 
-        grads, out = jax.grad(loss, has_aux=True)(params)
+        # Gradient accumulation over `chunks` slices of B, unrolled (XLA:CPU runs convolution
+        # gradients on a few envs at a time faster than on the whole batch at once, and far
+        # slower inside a rolled loop); the sum is the gradient of the whole batch.
+        b = batch.behaviour_logits.shape[1]
+        chunks = config.learner_chunks or (b if batch.last_obs.ndim == 4 else 1)  # 0: auto
+        if b % chunks:
+            raise ValueError(f"learner_chunks={chunks} must divide the batch's {b} trajectories")
+        grads = out = None
+        for i in range(chunks):
+            lo, hi = i * b // chunks, (i + 1) * b // chunks
+            part = Batch(
+                jax.tree.map(lambda x, lo=lo, hi=hi: x[:, lo:hi], batch.rollout),
+                batch.behaviour_logits[:, lo:hi],
+                batch.last_obs[lo:hi],
+            )
+            g, o = jax.grad(loss, has_aux=True)(params, part)
+            grads, out = (g, o) if grads is None else jax.tree.map(jnp.add, (grads, out), (g, o))
         return grads, jax.tree.map(lambda x: x / count, out)
 
     def apply(params, opt_state, grads):

@@ -28,8 +28,9 @@ from rlax_zoo.envs.envpool_env import make_vec_env
 FRAME_SKIP = 4
 
 
-def raw_env_fps(num_envs: int, steps: int, repeats: int) -> list[float]:
-    vec = make_vec_env("Pong-v5", num_envs, seed=0)
+def raw_env_fps(num_envs: int, steps: int, repeats: int, env_id: str = "Pong-v5") -> list[float]:
+    """envpool's raw env.xla() stepping with random actions in a jitted scan: frames/s."""
+    vec = make_vec_env(env_id, num_envs, seed=0)
     step = vec.step
 
     @jax.jit

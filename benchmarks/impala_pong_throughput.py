@@ -9,7 +9,7 @@ repeat, after one warm-up chunk that compiles everything. Reported per repeat, m
 * the learner's split: time updating vs time waiting for trajectories, and the actors' busy
   time (seconds inside their jitted rollouts, summed over actor threads) per wall second;
 * the policy lag;
-* the ceiling: envpool's raw `env.xla()` stepping of the same number of envs with fixed
+* the ceiling: envpool's raw `env.xla()` stepping of the same number of envs with random
   actions (no network), in frames/s.
 
 The paper's single-machine IMPALA: 17K frames/s on 48 CPU cores (about 354 per core).
@@ -29,34 +29,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from benchmarks.dqn_pong import FRAME_SKIP, raw_env_fps  # noqa: E402
 from rlax_zoo.agents import impala  # noqa: E402
-from rlax_zoo.envs.envpool_env import make_vec_env  # noqa: E402
-
-FRAME_SKIP = 4
-
-
-def raw_frames_per_second(env_id: str, num_envs: int, steps: int) -> float:
-    env = make_vec_env(env_id, num_envs, 0)
-    actions = jnp.asarray(np.arange(num_envs) % env.num_actions, jnp.int32)
-
-    @jax.jit
-    def run(handle):
-        def body(carry, _):
-            h, acc = carry
-            h, (_obs, reward, *_rest) = env.step(h, actions)
-            return (h, acc + jnp.sum(reward)), None
-
-        return jax.lax.scan(body, (handle, jnp.zeros(())), None, steps)[0]
-
-    handle = jax.block_until_ready(run(env.handle))[0]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(handle))
-    return steps * num_envs * FRAME_SKIP / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -125,7 +103,7 @@ def main() -> None:
             flush=True,
         )
     total_envs = args.actors * args.num_envs
-    raw = raw_frames_per_second(args.env, total_envs, 500)
+    raw = statistics.median(raw_env_fps(total_envs, 500, 3, args.env))
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     print()
     print(
@@ -141,7 +119,7 @@ def main() -> None:
     )
     print(f"| actors: busy thread-seconds per wall second | {med['actor_busy']:.2f} |")
     print(f"| policy lag (updates) | {med['lag']:.2f} |")
-    print(f"| raw envpool, {total_envs} envs, fixed actions: frames/s | {raw:,.0f} |")
+    print(f"| raw envpool, {total_envs} envs, random actions: frames/s | {raw:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_actor_critic import _rollout  # a rollout with a termination, a truncation, resets
 
 from rlax_zoo import runner
 from rlax_zoo.agents import actor_critic as ac
@@ -18,25 +19,6 @@ from rlax_zoo.config import ConfigError, validate
 from rlax_zoo.networks import ActorCriticNetwork
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _rollout(k=3, t=6, seed=0):
-    """Trajectories with a termination, a truncation and envpool's reset steps after them."""
-    rng = np.random.default_rng(seed)
-    terminated = np.zeros((t, k), bool)
-    truncated = np.zeros((t, k), bool)
-    terminated[1, 0] = True
-    truncated[3, 1] = True
-    valid = np.ones((t, k), bool)
-    valid[2, 0] = valid[4, 1] = False
-    return ac.Transition(
-        obs=jnp.asarray(rng.normal(size=(t, k, 4)), jnp.float32),
-        action=jnp.asarray(rng.integers(0, 2, (t, k)), jnp.int32),
-        reward=jnp.asarray(rng.normal(size=(t, k)), jnp.float32),
-        terminated=jnp.asarray(terminated),
-        truncated=jnp.asarray(truncated),
-        valid=jnp.asarray(valid),
-    )
 
 
 def _setup(**overrides):

@@ -334,7 +334,7 @@ def make_agent(config: A2CConfig, obs_shape, obs_dtype, num_actions: int) -> Act
 
 class ChunkOutput(NamedTuple):
     steps: StepOutput  # leaves [I, T, S, K]
-    updates: UpdateOutput  # leaves [I, S]
+    updates: Any  # the agent's update outputs (UpdateOutput here), leaves [I, S]
     actions: jax.Array  # [I * T, S * K] int32: the env's action log
 
 
@@ -343,10 +343,20 @@ def make_a2c(config: A2CConfig, vec_env: VecEnv | None = None) -> VmappedTrainer
     from rlax_zoo.config import validate
 
     validate(config)
-    s, k = config.num_seeds, config.num_envs
     if vec_env is None:
-        vec_env = make_env_for(config, s * k, config.seed)
+        vec_env = make_env_for(config, config.num_seeds * config.num_envs, config.seed)
     agent = make_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
+    return make_rollout_trainer(config, vec_env, agent)
+
+
+def make_rollout_trainer(config, vec_env: VecEnv, agent) -> VmappedTrainer:
+    """The loop of any agent that collects `rollout_length` vector steps, then updates once.
+
+    `agent` has `act`, `observe` (returning the rollout's per-step record and a `StepOutput`)
+    and `update(state, rollout [T, K, ...]) -> (state, outputs)`, all single-seed (vmapped
+    here over `num_seeds`). Used by A2C / REINFORCE and by IMPALA's jitted architecture.
+    """
+    s, k = config.num_seeds, config.num_envs
     python_loop = python_loop_for(config.loop, vec_env.obs_shape)
 
     vector_step = make_vector_step(agent, vec_env, s, k)

@@ -57,7 +57,7 @@ import optax
 
 from rlax_zoo import multistep, value_learning
 from rlax_zoo.agents import actor_critic
-from rlax_zoo.agents.base import ChunkSummary
+from rlax_zoo.agents.base import ChunkSummary, chunk_schedule
 from rlax_zoo.config import option
 from rlax_zoo.envs.envpool_env import EnvpoolOptions, check_env_id, make_env_for
 from rlax_zoo.networks import ActorCriticNetwork, QNetwork
@@ -429,9 +429,7 @@ class AsyncTrainer:
 
     def schedule(self) -> list[tuple[bool, int]]:
         cfg = self.config
-        total = -(-cfg.total_steps // cfg.steps_per_iteration)
-        num_chunks = -(-total // cfg.segments_per_chunk)
-        return [(True, -(-total // num_chunks))] * num_chunks
+        return chunk_schedule(cfg.total_steps, cfg.steps_per_iteration, cfg.segments_per_chunk)
 
     def run_chunk(self, handle, state: SharedState, learn: bool, num_segments: int):
         """Run the threads until they have applied `num_segments` updates in total."""

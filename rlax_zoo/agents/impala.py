@@ -55,13 +55,7 @@ import optax
 from rlax_zoo import policy_gradient
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.actor_critic import A2CConfig, Transition
-from rlax_zoo.agents.base import (
-    ChunkSummary,
-    VmappedTrainer,
-    make_chunk_runner,
-    make_vector_step,
-    python_loop_for,
-)
+from rlax_zoo.agents.base import ChunkSummary, VmappedTrainer, chunk_schedule
 from rlax_zoo.config import option
 from rlax_zoo.envs.envpool_env import make_env_for
 from rlax_zoo.networks import TORSOS, ActorCriticNetwork
@@ -435,39 +429,11 @@ def make_jit_agent(config: ImpalaConfig, obs_shape, obs_dtype, num_actions: int)
     return actor_critic.ActorCriticAgent(init, act, observe, update, network)
 
 
-class JitChunkOutput(NamedTuple):
-    steps: actor_critic.StepOutput  # leaves [I, T, S, K]
-    updates: ImpalaOutput  # leaves [I, S]
-    actions: jax.Array  # [I * T, S * K] int32: the env's action log
-
-
 def make_jit_impala(config: ImpalaConfig, vec_env=None) -> VmappedTrainer:
-    s, k = config.num_seeds, config.num_envs
     if vec_env is None:
-        vec_env = make_env_for(config, s * k, config.seed)
+        vec_env = make_env_for(config, config.num_seeds * config.num_envs, config.seed)
     agent = make_jit_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
-    python_loop = python_loop_for(config.loop, vec_env.obs_shape)
-    vector_step = make_vector_step(agent, vec_env, s, k)
-
-    def iteration(handle, state, learn: bool):
-        del learn
-        (handle, state), ((rollout, steps), actions) = jax.lax.scan(
-            vector_step,
-            (handle, state),
-            None,
-            config.rollout_length,
-            unroll=True if python_loop else 1,
-        )
-        state, upd = jax.vmap(agent.update, in_axes=(0, 1))(state, rollout)
-        return handle, state, (steps, upd, actions)
-
-    chunk_runner = make_chunk_runner(iteration, python_loop)
-
-    def run_chunk(handle, state, learn: bool, num_iterations: int):
-        handle, state, (steps, upd, actions) = chunk_runner(handle, state, learn, num_iterations)
-        return handle, state, JitChunkOutput(steps, upd, actions.reshape((-1, s * k)))
-
-    return VmappedTrainer(config=config, vec_env=vec_env, agent=agent, run_chunk=run_chunk)
+    return actor_critic.make_rollout_trainer(config, vec_env, agent)
 
 
 # ----------------------------------------------------------------------------- threads
@@ -591,9 +557,7 @@ class ThreadedTrainer:
 
     def schedule(self) -> list[tuple[bool, int]]:
         cfg = self.config
-        total = -(-cfg.total_steps // cfg.steps_per_iteration)
-        num_chunks = -(-total // cfg.iterations_per_chunk)
-        return [(True, -(-total // num_chunks))] * num_chunks
+        return chunk_schedule(cfg.total_steps, cfg.steps_per_iteration, cfg.iterations_per_chunk)
 
     def run_chunk(self, handle, state: LearnerState, learn: bool, num_updates: int):
         """Run the actors and perform `num_updates` learner updates on their trajectories."""

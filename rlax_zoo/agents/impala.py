@@ -174,6 +174,8 @@ class ImpalaConfig(A2CConfig):
 
 
 def make_network(config: ImpalaConfig, obs_shape, num_actions: int) -> ActorCriticNetwork:
+    """Policy logits [B, A] and value [B] from observations [B, ...] (Figure 3's torsos for
+    frames, an MLP for vectors)."""
     torso = config.torso
     if torso == "auto":
         torso = "impala_shallow" if len(obs_shape) == 3 else "mlp"
@@ -430,6 +432,8 @@ def make_jit_agent(config: ImpalaConfig, obs_shape, obs_dtype, num_actions: int)
 
 
 def make_jit_impala(config: ImpalaConfig, vec_env=None) -> VmappedTrainer:
+    """The fully jitted architecture: `num_seeds` x `num_envs` envs stepped `rollout_length`
+    times, then one V-trace update per seed (Section 4.2), all inside one `lax.scan` chunk."""
     if vec_env is None:
         vec_env = make_env_for(config, config.num_seeds * config.num_envs, config.seed)
     agent = make_jit_agent(config, vec_env.obs_shape, vec_env.obs_dtype, vec_env.num_actions)
@@ -698,6 +702,8 @@ def learner_mesh(config: ImpalaConfig):
 
 
 def make_threaded_impala(config: ImpalaConfig) -> ThreadedTrainer:
+    """The paper's single-machine design (Section 3): one envpool batch and jitted rollout per
+    actor thread, and the learner's jitted V-trace update (sharded if `learner_devices` > 1)."""
     actors = [_Actor(i, config) for i in range(config.actors)]
     env = actors[0].env
     network = make_network(config, env.obs_shape, env.num_actions)

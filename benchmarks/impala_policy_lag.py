@@ -22,18 +22,18 @@ import time
 
 import numpy as np
 
-from rlax_zoo import runner
-from rlax_zoo.agents import impala
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.dqn_cartpole import trailing_means  # noqa: E402
+from rlax_zoo import runner  # noqa: E402
+from rlax_zoo.agents import impala  # noqa: E402
 
 
 def curve(episodes_csv: str, seed: int, grid: np.ndarray) -> np.ndarray:
     """The 20-episode running mean of one seed's training returns, sampled on `grid` steps."""
-    rows = [r for r in csv.DictReader(open(episodes_csv)) if int(r["seed"]) == seed]
-    steps = np.array([int(r["env_steps"]) for r in rows])
-    rets = np.array([float(r["return"]) for r in rows])
-    run = np.array([rets[max(0, i - 19) : i + 1].mean() for i in range(len(rets))])
+    with open(episodes_csv) as f:
+        steps, means = trailing_means(list(csv.DictReader(f)), seed)
     idx = np.searchsorted(steps, grid, side="right") - 1
-    return np.where(idx >= 0, run[np.clip(idx, 0, None)], np.nan)
+    return np.where(idx >= 0, means[np.clip(idx, 0, None)], np.nan)
 
 
 def main() -> None:

@@ -450,14 +450,6 @@ class LearnerState(NamedTuple):
     num_updates: jax.Array  # [] int32, the parameter version
 
 
-class ActorState(NamedTuple):
-    obs: jax.Array  # [K, ...]
-    prev_done: jax.Array  # [K]
-    episode_return: jax.Array  # [K]
-    episode_length: jax.Array  # [K]
-    key: jax.Array
-
-
 class Trajectory(NamedTuple):
     batch: Batch  # leaves [T, K, ...] / [K, ...]
     steps: actor_critic.StepOutput  # leaves [T, K]
@@ -474,25 +466,31 @@ class _Actor:
         self.index = index
         self.handle = self.env.handle
         k = config.num_envs
-        self.state = ActorState(
+        # A2C's per-env bookkeeping (its observe() is reused); the actor holds no parameters
+        self.state = actor_critic.ActorCriticState(
+            params=(),
+            opt_state=(),
             obs=jnp.asarray(self.env.first_obs),
             prev_done=jnp.zeros((k,), bool),
             episode_return=jnp.zeros((k,), jnp.float32),
             episode_length=jnp.zeros((k,), jnp.int32),
             key=jax.random.fold_in(jax.random.PRNGKey(config.seed), index + 1),
+            env_steps=jnp.zeros((), jnp.int32),
         )
         self.rollout = None  # set by make_threaded_impala once the network exists
         self.busy_seconds = 0.0
 
 
-def _make_rollout(network, env, config: ImpalaConfig, obs_dtype):
-    """(params, handle, ActorState) -> (handle, ActorState, Batch, StepOutput), to be jitted.
+def _make_rollout(network, env, config: ImpalaConfig):
+    """(params, handle, ActorCriticState) -> (handle, state, Batch, StepOutput), to be jitted.
 
     `rollout_length` steps of the actor's envs, sampling a ~ mu = softmax(logits) from
-    pre-drawn Gumbel noise; envpool's reset steps are marked invalid (as in A2C's observe).
+    pre-drawn Gumbel noise; A2C's `observe` records the transitions (envpool's reset steps
+    marked invalid) and the episode statistics.
     """
+    observe = actor_critic.make_agent(config, env.obs_shape, env.obs_dtype, env.num_actions).observe
 
-    def rollout(params, handle, state: ActorState):
+    def rollout(params, handle, state: actor_critic.ActorCriticState):
         key, noise_key = jax.random.split(state.key)
         gumbel = jax.random.gumbel(
             noise_key, (config.rollout_length, config.num_envs, env.num_actions)
@@ -503,18 +501,8 @@ def _make_rollout(network, env, config: ImpalaConfig, obs_dtype):
             logits, _ = network.apply(params, s.obs)
             action = jnp.argmax(logits + noise, axis=-1).astype(jnp.int32)
             handle, (obs, reward, term, trunc, info) = env.step(handle, action)
-            valid = ~s.prev_done
-            done = (term | trunc) & valid
-            logged = info.get("env_reward", reward)
-            ret = s.episode_return + jnp.where(valid, logged, 0.0)
-            length = s.episode_length + valid.astype(jnp.int32)
-            transition = Transition(s.obs, action, reward.astype(jnp.float32), term, trunc, valid)
-            out = actor_critic.StepOutput(done, ret, length)
-            s = s._replace(
-                obs=obs.astype(obs_dtype),
-                prev_done=term | trunc,
-                episode_return=jnp.where(done, 0.0, ret),
-                episode_length=jnp.where(done, 0, length),
+            s, transition, out = observe(
+                s, action, obs, reward, term, trunc, info.get("env_reward", reward)
             )
             return (handle, s), (transition, logits, out)
 
@@ -614,9 +602,8 @@ class ThreadedTrainer:
         for t in threads:
             t.start()
         params, opt_state = state.params, state.opt_state
-        version, env_steps = int(state.num_updates), int(state.env_steps)
-        start_steps = env_steps
-        episodes, outs, lags = [], [], []
+        version = int(state.num_updates)
+        consumed, outs, lags = [], [], []  # step outputs of the trajectories, in order
         wait = busy = 0.0
         try:
             for _ in range(num_updates):
@@ -632,19 +619,7 @@ class ThreadedTrainer:
                 wait += t1 - t0
                 lags.append(np.mean([version - 1 - it.version for it in items]))
                 outs.append(out)
-                for it in items:
-                    steps = jax.device_get(it.steps)
-                    done = steps.done
-                    offsets = (np.nonzero(done)[0] + 1) * cfg.num_envs + env_steps - start_steps
-                    episodes.extend(
-                        zip(
-                            offsets,
-                            steps.episode_return[done],
-                            steps.episode_length[done],
-                            strict=True,
-                        )
-                    )
-                    env_steps += cfg.rollout_length * cfg.num_envs
+                consumed.extend(it.steps for it in items)
         finally:
             stop.set()
             for t in threads:
@@ -653,6 +628,15 @@ class ThreadedTrainer:
                 self.leftover.append(trajectories.get_nowait())
         if errors:
             raise errors[0]
+        # finished episodes, read back once per chunk (not per update)
+        episodes = []
+        trajectory_steps = cfg.rollout_length * cfg.num_envs
+        for i, steps in enumerate(jax.device_get(consumed)):
+            done = steps.done
+            offsets = (np.nonzero(done)[0] + 1) * cfg.num_envs + i * trajectory_steps
+            rets, lens = steps.episode_return[done], steps.episode_length[done]
+            episodes.extend(zip(offsets, rets, lens, strict=True))
+        env_steps = int(state.env_steps) + len(consumed) * trajectory_steps
         updates = {k: np.asarray(v) for k, v in jax.device_get(_stack(outs))._asdict().items()}
         updates["policy_lag"] = np.asarray(lags, np.float64)
         state = LearnerState(params, opt_state, jnp.int32(env_steps), jnp.int32(version))
@@ -711,9 +695,7 @@ def make_threaded_impala(config: ImpalaConfig) -> ThreadedTrainer:
         config, config.total_steps // config.steps_per_iteration
     )
     for actor in actors:
-        actor.rollout = jax.jit(
-            _make_rollout(network, actor.env, config, env.obs_dtype), donate_argnums=(2,)
-        )
+        actor.rollout = jax.jit(_make_rollout(network, actor.env, config), donate_argnums=(2,))
     mesh = learner_mesh(config)
     # params are not donated: actors may still be reading the published ones
     update = jax.jit(make_learner_update(network, optimizer, config, mesh), donate_argnums=(1,))

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import CheckpointError
 from rlax_zoo.envs.envpool_env import EnvError
+from sequence.sysid import DataError
 
 
 class Method(NamedTuple):
@@ -22,6 +23,9 @@ class Method(NamedTuple):
     help: str
     aliases: dict
     fixed: tuple = ()  # config fields that are not flags (fixed by the subcommand)
+    # for methods that are not environment loops: "module:function" taking (config,
+    # run_dir=, resume=, progress=) and returning an object with .run_dir and .summary()
+    driver: str | None = None
 
 
 def _config(path: str):
@@ -56,6 +60,13 @@ METHODS = {
         build="rlax_zoo.agents.impala:make_impala",
         help="IMPALA with V-trace (Espeholt et al. 2018): actor threads + learner, or all jitted.",
         aliases={"env_id": "--env"},
+    ),
+    "prssm": Method(
+        config_cls=_config("sequence.prssm:PRSSMConfig"),
+        build="",
+        help="PR-SSM (Doerr et al. 2018): a GP state-space model fitted to a u/y CSV record.",
+        aliases={},
+        driver="sequence.runs:run_prssm",
     ),
 }
 _ASYNC = {
@@ -116,6 +127,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.resume is None:
                 config = config_lib.from_args(cls, args)
                 config_lib.validate(config)
+            if method.driver is not None:
+                run = _resolve(method.driver)(
+                    config,
+                    run_dir=args.run_dir,
+                    resume=args.resume,
+                    progress=not args.no_progress,
+                )
+                print(run.summary())
+                print(f"run folder: {os.path.abspath(run.run_dir)}")
+                return 0
             result = runner.run(
                 args.method,
                 _resolve(method.build),
@@ -130,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             CheckpointError,
             FileExistsError,
             FloatingPointError,
+            DataError,
         ) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2

@@ -53,14 +53,14 @@ def default_run_dir(method: str, config, root: str = "runs") -> str:
     return os.path.join(root, f"{method}-{env}-seed{config.seed}-{stamp}")
 
 
-def _read_csv(path: str) -> list[dict]:
+def read_csv(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def _write_csv(path: str, rows: list[dict], fields: list[str] | None = None) -> None:
+def write_csv(path: str, rows: list[dict], fields: list[str] | None = None) -> None:
     fields = fields or list(dict.fromkeys(k for r in rows for k in r))
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
@@ -70,10 +70,10 @@ def _write_csv(path: str, rows: list[dict], fields: list[str] | None = None) -> 
     os.replace(tmp, path)
 
 
-def _append_csv(path: str, rows: list[dict], start: int, fields: list[str] | None = None) -> int:
+def append_csv(path: str, rows: list[dict], start: int, fields: list[str] | None = None) -> int:
     """Append rows[start:] (the whole file when start == 0); returns len(rows)."""
     if start == 0 or not os.path.exists(path):
-        _write_csv(path, rows, fields)
+        write_csv(path, rows, fields)
     elif start < len(rows):
         fields = fields or list(dict.fromkeys(k for r in rows for k in r))
         with open(path, "a", newline="") as f:
@@ -81,7 +81,7 @@ def _append_csv(path: str, rows: list[dict], start: int, fields: list[str] | Non
     return len(rows)
 
 
-class _StopFlag:
+class StopFlag:
     """SIGINT sets a flag; the loop checkpoints after the chunk in flight and exits."""
 
     def __init__(self):
@@ -182,10 +182,10 @@ def run(
                 )
         metrics_rows = [
             r
-            for r in _read_csv(os.path.join(run_dir, "metrics.csv"))
+            for r in read_csv(os.path.join(run_dir, "metrics.csv"))
             if int(r["chunk"]) < chunk_index
         ]
-        episode_rows = _read_csv(os.path.join(run_dir, "episodes.csv"))
+        episode_rows = read_csv(os.path.join(run_dir, "episodes.csv"))
         episode_rows = [r for r in episode_rows if int(r["env_steps"]) <= meta["env_steps"]]
 
     metrics_path = os.path.join(run_dir, "metrics.csv")
@@ -220,7 +220,7 @@ def run(
         meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": int(log.shape[0])}
         checkpointer.save(chunk_index, {"state": state, "actions": log}, meta)
 
-    with _StopFlag() as flag:
+    with StopFlag() as flag:
         while chunk_index < len(schedule):
             learn, iters = schedule[chunk_index]
             t0 = time.perf_counter()
@@ -274,8 +274,8 @@ def run(
                 )
                 bar.update(steps_in_chunk)
             # append only what is new (rewriting whole files each chunk is quadratic)
-            written_metrics = _append_csv(metrics_path, metrics_rows, written_metrics)
-            written_episodes = _append_csv(
+            written_metrics = append_csv(metrics_path, metrics_rows, written_metrics)
+            written_episodes = append_csv(
                 episodes_path, episode_rows, written_episodes, EPISODE_FIELDS
             )
             stop_now = flag.stop or (max_chunks is not None and chunks_this_call >= max_chunks)

@@ -16,6 +16,7 @@ PRIMITIVES = [
     "rlax_zoo/networks.py",
     "rlax_zoo/shaping.py",
     "rlax_zoo/vtrace.py",
+    "sequence/gp.py",
 ]
 
 

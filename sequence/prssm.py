@@ -1,0 +1,408 @@
+"""PR-SSM: the probabilistic recurrent state-space model (Doerr et al. 2018, ICML).
+
+The model, eq. (8):
+    x_1 ~ p(x_1) = N(0, I),
+    f_t = f(x_{t-1}, u_{t-1}),   f_d ~ GP(m_d, k_d) one sparse GP per latent dimension d,
+    x_t | f_t ~ N(f_t, diag(sigma_x^2)),
+    y_t | x_t ~ N(C x_t, diag(sigma_y^2)),   C picks the first D_y latent dimensions.
+The GP mean function is the identity on the state (m_d(x, u) = x_d, so each GP learns the
+change of its dimension; `mean_function="zero"` turns it off), as in the authors' code.
+
+The variational posterior, eq. (15) (right):
+    q(x_{1:T}, f_{2:T}, z) = q(x_1) prod_d q(z_d) prod_t p(x_t | f_t) p(f_t | x_{t-1}, z),
+with q(x_1) from a recognition model (an MLP on the first `recognition_window` steps of
+u and y) and q(z_d) = N(mu_d, S_d), S_d full. q keeps the model's own transitions, so it
+does not grow with T and keeps the correlations between time steps.
+
+The ELBO, eq. (17):
+    L = sum_t E_q[log p(y_t | x_t)] - sum_d KL(q(z_d) || p(z_d)) - KL(q(x_1) || p(x_1)),
+estimated by eq. (19): N trajectories sampled through the Markov chain with the
+reparameterisation trick, x_t = mu_f + sqrt(var_f + sigma_x^2) eps with (mu_f, var_f)
+the sparse GP's marginal given q(z_d) (`sequence.gp.sparse_gp_conditional`), the data
+term averaged over the N samples; minibatches of B sub-trajectories of length H scale the
+data term and q(x_1)'s KL by T_train / (B H), so the estimate is unbiased for the whole
+record. One `lax.scan` over time, jitted; training chunks are `lax.scan`s over Adam steps.
+
+Departures of the authors' public code from the paper, each offered as an option (the
+defaults follow the paper):
+  - `noise_scale="variance"`: the code draws x_t = mu + eps * (var_f + sigma_x^2), i.e.
+    scales the noise by the variance instead of the standard deviation;
+  - `shared_noise=True`: the code draws one eps per sample and time step, shared by all
+    latent dimensions;
+  - `sample_reduction="sum"`: the code sums the log-likelihood over the N samples instead
+    of averaging, which weighs the data N times more than the KL terms.
+
+Shapes: B sub-trajectories, H steps, S samples, Dx latent, Du input, Dy output dims,
+P inducing points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlax_zoo.config import ConfigError, option
+from sequence.gp import (
+    SparseGPCache,
+    gauss_kl,
+    se_kernel,
+    sparse_gp_precompute,
+    sparse_gp_predict,
+)
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclasses.dataclass(frozen=True)
+class PRSSMConfig:
+    data: str = option(
+        "../shared/data/sysid/actuator.csv",
+        "CSV with input columns u... then output columns y... (one row per time step).",
+    )
+    split: float = option(
+        0.5, "Test part starts here: a fraction in (0, 1) or a row count >= 1.", low=0.0,
+        low_open=True,
+    )
+    seed: int = option(0, "Random seed.", low=0)
+    latent_dim: int = option(4, "Latent state dimension D_x (>= number of outputs).", low=1)
+    num_inducing: int = option(20, "Inducing points P per latent dimension.", low=1)
+    num_samples: int = option(50, "Sampled trajectories N in the ELBO estimate, eq. (19).", low=1)
+    batch_size: int = option(10, "Sub-trajectories per minibatch B.", low=1)
+    seq_len: int = option(50, "Length H of a sub-trajectory.", low=2)
+    recognition_window: int = option(
+        16, "Steps of u and y the recognition model reads to infer q(x_1).", low=1
+    )
+    recognition_hidden: int = option(32, "Hidden units of the recognition MLP.", low=1)
+    iterations: int = option(3000, "Adam steps.", low=1)
+    learning_rate: float = option(0.01, "Adam learning rate.", low=0.0, low_open=True)
+    max_grad_norm: float = option(10.0, "Global gradient-norm clip.", low=0.0, low_open=True)
+    mean_function: str = option(
+        "identity", "GP prior mean: identity on the state (learn changes) or zero.",
+        choices=("identity", "zero"),
+    )
+    init_process_std: float = option(0.05, "Initial sigma_x.", low=0.0, low_open=True)
+    init_obs_std: float = option(0.5, "Initial sigma_y.", low=0.0, low_open=True)
+    init_kernel_std: float = option(0.5, "Initial GP signal std sigma_f.", low=0.0, low_open=True)
+    init_lengthscale: float = option(2.0, "Initial GP length-scales.", low=0.0, low_open=True)
+    init_inducing_std: float = option(
+        0.01, "Initial std of q(z) (the inducing outputs).", low=0.0, low_open=True
+    )
+    inducing_range: float = option(
+        2.0, "Inducing inputs start uniform in [-r, r]^(Dx+Du).", low=0.0, low_open=True
+    )
+    noise_scale: str = option(
+        "std", "Scale of the transition noise: std (paper) or variance (authors' code).",
+        choices=("std", "variance"),
+    )
+    shared_noise: bool = option(
+        False, "One noise draw shared by all latent dimensions (authors' code)."
+    )
+    sample_reduction: str = option(
+        "mean", "Log-likelihood over samples: mean (paper, eq. 19) or sum (authors' code).",
+        choices=("mean", "sum"),
+    )
+    eval_samples: int = option(1000, "Sampled trajectories for the free simulation.", low=1)
+    eval_every: int = option(500, "Adam steps between test evaluations and checkpoints.", low=1)
+    num_seeds: int = option(1, "Independent seeds trained at once (vmapped).", low=1)
+    checkpoint_every: int = option(1, "Checkpoint every this many chunks.", low=1)
+
+    def check(self):
+        if self.batch_size * self.seq_len <= 0:
+            raise ConfigError("batch_size and seq_len must be positive")
+        if self.recognition_window > self.seq_len:
+            raise ConfigError(
+                f"recognition_window: must be <= seq_len ({self.seq_len}), got "
+                f"{self.recognition_window}"
+            )
+
+
+class PRSSMParams(NamedTuple):
+    zeta: jax.Array  # [Dx, P, Dx+Du] inducing inputs
+    q_mu: jax.Array  # [Dx, P] mean of q(z_d)
+    q_sqrt_offdiag: jax.Array  # [Dx, P, P] strictly lower part of S_d's Cholesky factor
+    q_log_diag: jax.Array  # [Dx, P] log of its diagonal
+    log_kernel_std: jax.Array  # [Dx]
+    log_lengthscales: jax.Array  # [Dx, Dx+Du]
+    log_process_std: jax.Array  # [Dx] sigma_x
+    log_obs_std: jax.Array  # [Dy] sigma_y
+    recognition: dict  # flax params of the recognition MLP
+
+
+class Recognition(nn.Module):
+    """q(x_1) = N(mean, diag(std^2)) from the first `window` steps of (y, u): [B, W*(Dy+Du)]."""
+
+    latent_dim: int
+    hidden: int
+
+    @nn.compact
+    def __call__(self, window_BF):
+        h = nn.tanh(nn.Dense(self.hidden)(window_BF))
+        out = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)(h)
+        mean, pre_std = jnp.split(out, 2, axis=-1)
+        return mean, jax.nn.softplus(pre_std - 2.0) + 1e-4
+
+
+def q_sqrt(params: PRSSMParams) -> jax.Array:
+    """[Dx, P, P] lower-triangular Cholesky factors of S_d (positive diagonal)."""
+    P = params.q_mu.shape[-1]
+    lower = jnp.tril(params.q_sqrt_offdiag, -1)
+    return lower + jnp.exp(params.q_log_diag)[..., None] * jnp.eye(P)
+
+
+def transition_gps(params: PRSSMParams, jitter: float = 1e-5) -> SparseGPCache:
+    """The D_x transition GPs factorised once (leaves with a leading [Dx] axis)."""
+    return jax.vmap(sparse_gp_precompute, in_axes=(0, 0, 0, 0, 0, None))(
+        params.zeta,
+        params.q_mu,
+        q_sqrt(params),
+        jnp.exp(2 * params.log_kernel_std),
+        jnp.exp(params.log_lengthscales),
+        jitter,
+    )
+
+
+def transition_moments(
+    gps: SparseGPCache, x_SX: jax.Array, u_SU: jax.Array, mean_function: str = "identity"
+) -> tuple[jax.Array, jax.Array]:
+    """Mean and variance of f_t given x_{t-1}, u_{t-1}, with z marginalised under q(z_d)
+    (Doerr et al. 2018, eq. (19)'s one-step marginal; sparse GP of Section 3.2).
+
+    Args:
+      gps: `transition_gps(params)`.
+      x_SX: [S, Dx] states x_{t-1}; u_SU: [S, Du] inputs u_{t-1}.
+    Returns:
+      (mean [S, Dx], var [S, Dx]) of f_t (without process noise).
+    """
+    xu_SI = jnp.concatenate([x_SX, u_SU], -1)
+    mean_XS, var_XS = jax.vmap(sparse_gp_predict, in_axes=(0, None))(gps, xu_SI)
+    mean_SX = mean_XS.T + (x_SX if mean_function == "identity" else 0.0)
+    return mean_SX, var_XS.T
+
+
+def sample_trajectories(
+    params: PRSSMParams,
+    x1_SX: jax.Array,
+    u_HU: jax.Array,
+    key: jax.Array,
+    config: PRSSMConfig,
+) -> jax.Array:
+    """Sample x_{1:H} through q's Markov chain (Doerr et al. 2018, eq. (19)):
+    x_t = mu_f(x_{t-1}, u_{t-1}) + sqrt(var_f + sigma_x^2) * eps_t, one `lax.scan`.
+
+    Args:
+      x1_SX: [S, Dx] samples of x_1; u_HU: [H, Du] inputs (u_H is not used).
+      key: PRNG key.
+    Returns:
+      [H, S, Dx] latent trajectories (x_1 first).
+    """
+    S, X = x1_SX.shape
+    process_var = jnp.exp(2 * params.log_process_std)
+    gps = transition_gps(params)
+    keys = jax.random.split(key, u_HU.shape[0] - 1)
+
+    def step(x_SX, inputs):
+        u_U, k = inputs
+        mean, var = transition_moments(
+            gps, x_SX, jnp.broadcast_to(u_U, (S, u_U.shape[-1])), config.mean_function
+        )
+        total = var + process_var
+        scale = jnp.sqrt(total) if config.noise_scale == "std" else total
+        eps = jax.random.normal(k, (S, 1) if config.shared_noise else (S, X))
+        x_next = mean + scale * eps
+        return x_next, x_next
+
+    _, xs = jax.lax.scan(step, x1_SX, (u_HU[:-1], keys))
+    return jnp.concatenate([x1_SX[None], xs], 0)
+
+
+def recognition_input(y_BWY: jax.Array, u_BWU: jax.Array) -> jax.Array:
+    """The recognition model's input: [B, W*(Dy+Du)] from the first W steps."""
+    B = y_BWY.shape[0]
+    return jnp.concatenate([y_BWY, u_BWU], -1).reshape(B, -1)
+
+
+def gaussian_kl_to_standard(mean: jax.Array, std: jax.Array) -> jax.Array:
+    """KL(N(mean, diag(std^2)) || N(0, I)), summed over the last axis."""
+    return 0.5 * jnp.sum(std**2 + mean**2 - 1.0 - 2.0 * jnp.log(std), -1)
+
+
+def elbo_terms(
+    params: PRSSMParams,
+    y_BHY: jax.Array,
+    u_BHU: jax.Array,
+    key: jax.Array,
+    config: PRSSMConfig,
+    data_scale: float,
+    jitter: float = 1e-5,
+) -> dict[str, jax.Array]:
+    """The ELBO of eq. (17) estimated by eq. (19) on a minibatch of sub-trajectories.
+
+    Args:
+      y_BHY: [B, H, Dy] outputs, u_BHU: [B, H, Du] inputs (normalised).
+      data_scale: T_train / (B H): scales the data term and q(x_1)'s KL to the record.
+    Returns:
+      dict with elbo, loglik (scaled), kl_z, kl_x1 (scaled): scalars.
+    """
+    B, H, Y = y_BHY.shape
+    S, X = config.num_samples, config.latent_dim
+    W = config.recognition_window
+    recog = Recognition(X, config.recognition_hidden)
+    mean_BX, std_BX = recog.apply(
+        {"params": params.recognition}, recognition_input(y_BHY[:, :W], u_BHU[:, :W])
+    )
+    k_x1, k_traj = jax.random.split(key)
+    eps = jax.random.normal(k_x1, (B, S, X))
+    x1_BSX = mean_BX[:, None] + std_BX[:, None] * eps
+    x_BHSX = jax.vmap(sample_trajectories, in_axes=(None, 0, 0, 0, None))(
+        params, x1_BSX, u_BHU, jax.random.split(k_traj, B), config
+    )
+    obs_var = jnp.exp(2 * params.log_obs_std)
+    err = y_BHY[:, :, None, :] - x_BHSX[..., :Y]
+    logp_BHS = -0.5 * jnp.sum(LOG_2PI + jnp.log(obs_var) + err**2 / obs_var, -1)
+    reduce = jnp.mean if config.sample_reduction == "mean" else jnp.sum
+    loglik = data_scale * jnp.sum(reduce(logp_BHS, -1))
+    kl_x1 = data_scale * jnp.sum(gaussian_kl_to_standard(mean_BX, std_BX))
+    kl_z = jnp.sum(jax.vmap(_kl_z, in_axes=(0, 0, 0, 0, 0, None))(
+        params.zeta,
+        params.q_mu,
+        q_sqrt(params),
+        jnp.exp(2 * params.log_kernel_std),
+        jnp.exp(params.log_lengthscales),
+        jitter,
+    ))
+    return dict(elbo=loglik - kl_z - kl_x1, loglik=loglik, kl_z=kl_z, kl_x1=kl_x1)
+
+
+def _kl_z(zeta_PI, q_mu_P, q_sqrt_PP, variance, lengthscales_I, jitter):
+    K = se_kernel(zeta_PI, zeta_PI, variance, lengthscales_I)
+    K = K + jitter * variance * jnp.eye(K.shape[0])
+    return gauss_kl(q_mu_P, q_sqrt_PP, K)
+
+
+def free_simulation(
+    params: PRSSMParams,
+    u_TU: jax.Array,
+    y_window_WY: jax.Array,
+    key: jax.Array,
+    config: PRSSMConfig,
+    num_samples: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Predict y_{1:T} from u_{1:T} alone after q(x_1) is inferred from the first W steps
+    (the paper's free simulation, Section 6.1 and Figure 4).
+
+    Args:
+      u_TU: [T, Du] inputs; y_window_WY: [W, Dy] the first W measured outputs.
+    Returns:
+      (mean [T, Dy], var [T, Dy]) of the predictive distribution of y (normalised units;
+      the variance includes sigma_y^2).
+    """
+    W = config.recognition_window
+    Y = y_window_WY.shape[-1]
+    recog = Recognition(config.latent_dim, config.recognition_hidden)
+    mean_1X, std_1X = recog.apply(
+        {"params": params.recognition}, recognition_input(y_window_WY[None], u_TU[None, :W])
+    )
+    k1, k2 = jax.random.split(key)
+    x1_SX = mean_1X + std_1X * jax.random.normal(k1, (num_samples, config.latent_dim))
+    x_TSX = sample_trajectories(params, x1_SX, u_TU, k2, config)
+    y_TSY = x_TSX[..., :Y]
+    return y_TSY.mean(1), y_TSY.var(1) + jnp.exp(2 * params.log_obs_std)
+
+
+def init_params(key: jax.Array, config: PRSSMConfig, Du: int, Dy: int) -> PRSSMParams:
+    """Initial parameters (the authors' benchmark initialisation, Section 6.1)."""
+    X, P = config.latent_dim, config.num_inducing
+    k_zeta, k_recog = jax.random.split(key)
+    r = config.inducing_range
+    recog = Recognition(X, config.recognition_hidden)
+    window = jnp.zeros((1, config.recognition_window * (Dy + Du)))
+    return PRSSMParams(
+        zeta=jax.random.uniform(k_zeta, (X, P, X + Du), minval=-r, maxval=r),
+        q_mu=jnp.zeros((X, P)),
+        q_sqrt_offdiag=jnp.zeros((X, P, P)),
+        q_log_diag=jnp.full((X, P), math.log(config.init_inducing_std)),
+        log_kernel_std=jnp.full((X,), math.log(config.init_kernel_std)),
+        log_lengthscales=jnp.full((X, X + Du), math.log(config.init_lengthscale)),
+        log_process_std=jnp.full((X,), math.log(config.init_process_std)),
+        log_obs_std=jnp.full((Dy,), math.log(config.init_obs_std)),
+        recognition=recog.init(k_recog, window)["params"],
+    )
+
+
+class TrainState(NamedTuple):
+    params: PRSSMParams
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jax.Array  # [] int32
+
+
+class PRSSMTrainer(NamedTuple):
+    """Pure functions of one seed (vmap them over seeds); data are closed-over constants."""
+
+    config: PRSSMConfig
+    init: callable  # key -> TrainState
+    train_chunk: callable  # (TrainState, num_steps static) -> (TrainState, metrics [n])
+    predict: callable  # (params, u_TU, y_window_WY, key) -> (mean, var), normalised
+    optimizer: optax.GradientTransformation
+
+
+def make_prssm_trainer(config: PRSSMConfig, u_train_TU: np.ndarray, y_train_TY: np.ndarray):
+    """Build init / train_chunk / predict for PR-SSM on a normalised training record.
+
+    Args:
+      config: PRSSMConfig (validated).
+      u_train_TU: [T, Du], y_train_TY: [T, Dy] normalised training data.
+    """
+    T, Du = u_train_TU.shape
+    Dy = y_train_TY.shape[1]
+    if config.latent_dim < Dy:
+        raise ConfigError(
+            f"latent_dim: must be >= the number of outputs ({Dy}), got {config.latent_dim}"
+        )
+    if config.seq_len > T:
+        raise ConfigError(f"seq_len: must be <= the training length ({T}), got {config.seq_len}")
+    u_all = jnp.asarray(u_train_TU, jnp.float32)
+    y_all = jnp.asarray(y_train_TY, jnp.float32)
+    H, B = config.seq_len, config.batch_size
+    data_scale = T / (B * H)
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)
+    )
+
+    def init(key):
+        k_params, k_run = jax.random.split(key)
+        params = init_params(k_params, config, Du, Dy)
+        return TrainState(params, optimizer.init(params), k_run, jnp.zeros((), jnp.int32))
+
+    def loss_fn(params, y_BHY, u_BHU, key):
+        terms = elbo_terms(params, y_BHY, u_BHU, key, config, data_scale)
+        return -terms["elbo"] / T, terms
+
+    def one_step(state, _):
+        key, k_starts, k_elbo = jax.random.split(state.key, 3)
+        starts = jax.random.randint(k_starts, (B,), 0, T - H + 1)
+        idx = starts[:, None] + jnp.arange(H)[None]
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, y_all[idx], u_all[idx], k_elbo
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(loss=loss, **{k: v / T for k, v in terms.items()})
+        return TrainState(params, opt_state, key, state.step + 1), metrics
+
+    def train_chunk(state, num_steps):
+        return jax.lax.scan(one_step, state, None, length=num_steps)
+
+    def predict(params, u_TU, y_window_WY, key):
+        return free_simulation(
+            params, u_TU, y_window_WY, key, config, config.eval_samples
+        )
+
+    return PRSSMTrainer(config, init, train_chunk, predict, optimizer)

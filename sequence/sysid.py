@@ -1,0 +1,190 @@
+"""System-identification data: CSV records of inputs u and outputs y, the benchmark
+protocol's normalisation, and a linear ARX baseline.
+
+A record is a CSV with a header row, the input columns first (names starting with "u"),
+then the output columns (names starting with "y"), one row per time step; any such file
+works (`../shared/data/sysid/SOURCES.md` describes the benchmark's five). The protocol of
+Doerr et al. 2018 (Section 6.1) and their code: z-score inputs and outputs with the mean
+and std of the TRAINING part, train on the first part, freely simulate the test part and
+report the RMSE of the predictive mean in the data's original units.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data file that cannot be used: the message names the file and what is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SysIdData:
+    """One record split in time: arrays are [T, D] float64 in original units."""
+
+    u_train: np.ndarray
+    y_train: np.ndarray
+    u_test: np.ndarray
+    y_test: np.ndarray
+    u_names: tuple[str, ...]
+    y_names: tuple[str, ...]
+    u_mean: np.ndarray
+    u_std: np.ndarray
+    y_mean: np.ndarray
+    y_std: np.ndarray
+
+    def normalized(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(u_train, y_train, u_test, y_test) z-scored with the training statistics."""
+        return (
+            (self.u_train - self.u_mean) / self.u_std,
+            (self.y_train - self.y_mean) / self.y_std,
+            (self.u_test - self.u_mean) / self.u_std,
+            (self.y_test - self.y_mean) / self.y_std,
+        )
+
+
+def load_sysid_csv(path: str, split: float | int = 0.5) -> SysIdData:
+    """Read a u.../y... CSV and split it in time.
+
+    Args:
+      path: the CSV file (header row; input columns named u..., then outputs named y...).
+      split: where the test part starts: a fraction of the rows in (0, 1) (the benchmark
+        uses 0.5), or a row count >= 1.
+    Returns:
+      SysIdData with training statistics (a constant column gets std 1).
+    """
+    if not os.path.exists(path):
+        raise DataError(f"data: {path!r} does not exist")
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataError(f"data: {path!r} is empty") from None
+        rows = [r for r in reader if r]
+    u_cols = [i for i, h in enumerate(header) if h.lower().startswith("u")]
+    y_cols = [i for i, h in enumerate(header) if h.lower().startswith("y")]
+    if not u_cols or not y_cols:
+        raise DataError(
+            f"data: {path!r} needs input columns named u... and output columns named y..., "
+            f"got header {header}"
+        )
+    try:
+        table = np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
+    except ValueError as e:
+        raise DataError(f"data: {path!r} has a non-numeric value ({e})") from None
+    if table.ndim != 2 or table.shape[1] != len(header):
+        raise DataError(f"data: {path!r}: every row must have {len(header)} values")
+    if not np.all(np.isfinite(table)):
+        raise DataError(f"data: {path!r} contains NaN or infinite values")
+    n = table.shape[0]
+    if 0 < split < 1:
+        n_train = int(round(split * n))
+    elif split >= 1 and float(split).is_integer():
+        n_train = int(split)
+    else:
+        raise DataError(f"split: must be a fraction in (0, 1) or a row count >= 1, got {split}")
+    if not 2 <= n_train <= n - 2:
+        raise DataError(
+            f"split: leaves {n_train} training and {n - n_train} test rows of {n}; both "
+            "parts need at least 2"
+        )
+    u, y = table[:, u_cols], table[:, y_cols]
+
+    def stats(a):
+        std = a.std(0)
+        return a.mean(0), np.where(std > 0, std, 1.0)
+
+    u_mean, u_std = stats(u[:n_train])
+    y_mean, y_std = stats(y[:n_train])
+    return SysIdData(
+        u_train=u[:n_train],
+        y_train=y[:n_train],
+        u_test=u[n_train:],
+        y_test=y[n_train:],
+        u_names=tuple(header[i] for i in u_cols),
+        y_names=tuple(header[i] for i in y_cols),
+        u_mean=u_mean,
+        u_std=u_std,
+        y_mean=y_mean,
+        y_std=y_std,
+    )
+
+
+def gaussian_metrics(
+    y_true_TD: np.ndarray, mean_TD: np.ndarray, var_TD: np.ndarray
+) -> dict[str, float]:
+    """RMSE of the predictive mean, mean Gaussian log-density per output value, and the
+    fraction of values inside mean +- 2 std (95.4% for a calibrated Gaussian)."""
+    err = y_true_TD - mean_TD
+    var = np.maximum(var_TD, 1e-300)
+    return dict(
+        rmse=float(np.sqrt(np.mean(err**2))),
+        log_likelihood=float(np.mean(-0.5 * (np.log(2 * np.pi * var) + err**2 / var))),
+        coverage_2std=float(np.mean(np.abs(err) <= 2 * np.sqrt(var))),
+    )
+
+
+def _arx_features(y_TD, u_TD, t, na, nb):
+    return np.concatenate([y_TD[t - na : t][::-1].ravel(), u_TD[t - nb : t][::-1].ravel(), [1.0]])
+
+
+def fit_arx(u_TD: np.ndarray, y_TD: np.ndarray, na: int, nb: int) -> np.ndarray:
+    """Least-squares ARX model y_t = sum_i A_i y_{t-i} + sum_j B_j u_{t-j} + c (Ljung 1999,
+    eq. 4.7), one-step-ahead fit.
+
+    Args:
+      u_TD: [T, Du] inputs; y_TD: [T, Dy] outputs (normalised).
+      na, nb: output and input lags (>= 1).
+    Returns:
+      theta [na*Dy + nb*Du + 1, Dy].
+    """
+    k = max(na, nb)
+    X = np.stack([_arx_features(y_TD, u_TD, t, na, nb) for t in range(k, len(y_TD))])
+    return np.linalg.lstsq(X, y_TD[k:], rcond=None)[0]
+
+
+def simulate_arx(
+    theta: np.ndarray, u_TD: np.ndarray, y_init_KD: np.ndarray, na: int, nb: int
+) -> np.ndarray:
+    """Free simulation of an ARX model: the first k = max(na, nb) outputs are given, every
+    later output is computed from the model's own past outputs and the measured inputs.
+
+    Returns:
+      [T, Dy] simulated outputs (the first k equal y_init_KD).
+    """
+    k = max(na, nb)
+    y = np.zeros((len(u_TD), theta.shape[1]))
+    y[:k] = y_init_KD[:k]
+    for t in range(k, len(u_TD)):
+        y[t] = _arx_features(y, u_TD, t, na, nb) @ theta
+    return y
+
+
+def select_arx(
+    u_TD: np.ndarray, y_TD: np.ndarray, max_order: int = 8
+) -> tuple[np.ndarray, int, int, float]:
+    """ARX orders chosen by the free-simulation RMSE on the TRAINING data (the test part is
+    never looked at); unstable fits are skipped.
+
+    Returns:
+      (theta, na, nb, training free-simulation RMSE in normalised units).
+    """
+    best = None
+    for na in range(1, max_order + 1):
+        for nb in range(1, max_order + 1):
+            theta = fit_arx(u_TD, y_TD, na, nb)
+            with np.errstate(all="ignore"):
+                sim = simulate_arx(theta, u_TD, y_TD, na, nb)
+            if not np.all(np.isfinite(sim)) or np.abs(sim).max() > 1e3:
+                continue
+            rmse = float(np.sqrt(np.mean((sim - y_TD) ** 2)))
+            if best is None or rmse < best[3]:
+                best = (theta, na, nb, rmse)
+    if best is None:
+        raise DataError("select_arx: every ARX order up to max_order was unstable")
+    return best

@@ -1,0 +1,221 @@
+"""PR-SSM: the sampled ELBO against a closed form, the transition noise options, the data
+loader and ARX baseline, learning a small linear system, and the run folder."""
+
+import dataclasses
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlax_zoo import cli
+from rlax_zoo.config import ConfigError, validate
+from sequence.prssm import (
+    PRSSMConfig,
+    elbo_terms,
+    init_params,
+    sample_trajectories,
+    transition_gps,
+    transition_moments,
+)
+from sequence.runs import run_prssm
+from sequence.sysid import (
+    DataError,
+    fit_arx,
+    gaussian_metrics,
+    load_sysid_csv,
+    select_arx,
+    simulate_arx,
+)
+
+SMALL = dict(
+    latent_dim=2,
+    num_inducing=8,
+    num_samples=8,
+    batch_size=4,
+    seq_len=40,
+    recognition_window=4,
+    recognition_hidden=8,
+    eval_samples=200,
+)
+
+
+def random_walk_params(config, Du=1, Dy=1, process_std=0.1, obs_std=0.5):
+    """GP signal variance ~0 and the identity mean function: x_t = x_{t-1} + noise."""
+    p = init_params(jax.random.key(0), config, Du, Dy)
+    return p._replace(
+        log_kernel_std=jnp.full_like(p.log_kernel_std, math.log(1e-4)),
+        log_process_std=jnp.full_like(p.log_process_std, math.log(process_std)),
+        log_obs_std=jnp.full_like(p.log_obs_std, math.log(obs_std)),
+    )
+
+
+def test_elbo_data_term_matches_closed_form_for_a_random_walk():
+    """x_1 ~ N(0, s1^2) (the recognition model at init), x_t = x_{t-1} + N(0, sx^2): then
+    E[log N(y_t | x_t, sy^2)] = -0.5 (log 2 pi sy^2 + (y_t^2 + s1^2 + (t-1) sx^2) / sy^2)."""
+    config = PRSSMConfig(**{**SMALL, "num_samples": 20000, "seq_len": 6})
+    params = random_walk_params(config)
+    rng = np.random.default_rng(0)
+    B, H = 3, 6
+    y = rng.normal(size=(B, H, 1)).astype(np.float32)
+    u = rng.normal(size=(B, H, 1)).astype(np.float32)
+    scale = 2.5
+    terms = elbo_terms(params, jnp.asarray(y), jnp.asarray(u), jax.random.key(1), config, scale)
+    s1 = math.log1p(math.exp(-2.0)) + 1e-4  # softplus(0 - 2) + 1e-4 at init
+    sx2, sy2 = 0.1**2, 0.5**2
+    v = s1**2 + np.arange(H) * sx2
+    expected = -0.5 * (math.log(2 * math.pi * sy2) + (y[..., 0] ** 2 + v) / sy2)
+    np.testing.assert_allclose(float(terms["loglik"]), scale * expected.sum(), rtol=2e-3)
+    kl_x1 = 0.5 * (s1**2 - 1 - 2 * math.log(s1)) * config.latent_dim * B
+    np.testing.assert_allclose(float(terms["kl_x1"]), scale * kl_x1, rtol=1e-4)
+    np.testing.assert_allclose(
+        float(terms["elbo"]), float(terms["loglik"] - terms["kl_z"] - terms["kl_x1"]), rtol=1e-6
+    )
+    # the authors' sum over samples is exactly N times the paper's mean
+    summed = elbo_terms(
+        params, jnp.asarray(y), jnp.asarray(u), jax.random.key(1),
+        dataclasses.replace(config, sample_reduction="sum"), scale,
+    )
+    np.testing.assert_allclose(
+        float(summed["loglik"]), config.num_samples * float(terms["loglik"]), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "noise_scale,shared", [("std", False), ("variance", False), ("std", True)]
+)
+def test_transition_noise_options(noise_scale, shared):
+    """One step from a fixed state: Var(x_2) = var_f + sx^2 (paper), or its square (the
+    authors' code scales eps by the variance); shared noise makes the dimensions move
+    together."""
+    config = PRSSMConfig(**{**SMALL, "noise_scale": noise_scale, "shared_noise": shared})
+    params = init_params(jax.random.key(3), config, 1, 1)._replace(
+        log_process_std=jnp.log(jnp.array([0.3, 0.6]))
+    )
+    S = 40000
+    x1 = jnp.tile(jnp.array([[0.2, -0.4]]), (S, 1))
+    u = jnp.array([[0.5], [0.0]])
+    xs = sample_trajectories(params, x1, u, jax.random.key(4), config)
+    mean, var_f = transition_moments(transition_gps(params), x1[:1], u[:1])
+    total = np.asarray(var_f[0]) + np.array([0.09, 0.36])
+    expected_var = total if noise_scale == "std" else total**2
+    x2 = np.asarray(xs[1])
+    np.testing.assert_allclose(x2.mean(0), np.asarray(mean[0]), atol=0.02)
+    np.testing.assert_allclose(x2.var(0), expected_var, rtol=0.04)
+    corr = np.corrcoef(x2.T)[0, 1]
+    assert (abs(corr - 1) < 1e-3) if shared else (abs(corr) < 0.03)
+
+
+def write_csv(path, u, y):
+    with open(path, "w") as f:
+        f.write(",".join([f"u{i}" for i in range(u.shape[1])] + [f"y{i}" for i in range(y.shape[1])]))
+        f.write("\n")
+        for row in np.concatenate([u, y], 1):
+            f.write(",".join(f"{v:.10g}" for v in row) + "\n")
+
+
+def linear_system(T=400, seed=0):
+    """y_t = 0.8 y_{t-1} + 0.5 u_{t-1} with piecewise-constant random inputs."""
+    rng = np.random.default_rng(seed)
+    u = np.repeat(rng.uniform(-1, 1, size=T // 10), 10)[:, None]
+    y = np.zeros((T, 1))
+    for t in range(1, T):
+        y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
+    return u, y + 0.01 * rng.normal(size=y.shape)
+
+
+def test_loader_splits_normalises_with_training_statistics_and_refuses_bad_files(tmp_path):
+    u, y = linear_system(100)
+    path = str(tmp_path / "sys.csv")
+    write_csv(path, u, y)
+    d = load_sysid_csv(path, 0.6)
+    assert d.u_train.shape == (60, 1) and d.y_test.shape == (40, 1)
+    np.testing.assert_allclose(d.y_mean, y[:60].mean(0))
+    _, yn_train, _, yn_test = d.normalized()
+    np.testing.assert_allclose(yn_train.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(yn_test, (y[60:] - y[:60].mean(0)) / y[:60].std(0))
+    assert load_sysid_csv(path, 30).u_train.shape == (30, 1)
+    with pytest.raises(DataError, match="does not exist"):
+        load_sysid_csv(str(tmp_path / "missing.csv"))
+    with pytest.raises(DataError, match="split"):
+        load_sysid_csv(path, 1.5)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(DataError, match="u\\.\\.\\."):
+        load_sysid_csv(str(bad))
+    bad.write_text("u,y\n1,2\n3,nan\n5,6\n7,8\n")
+    with pytest.raises(DataError, match="NaN"):
+        load_sysid_csv(str(bad))
+
+
+def test_arx_recovers_a_noiseless_system_and_simulates_it():
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=(200, 1))
+    y = np.zeros((200, 1))
+    for t in range(2, 200):
+        y[t] = 1.2 * y[t - 1] - 0.5 * y[t - 2] + 0.3 * u[t - 1] + 0.1
+    theta = fit_arx(u, y, 2, 1)
+    np.testing.assert_allclose(theta[:, 0], [1.2, -0.5, 0.3, 0.1], atol=1e-8)
+    np.testing.assert_allclose(simulate_arx(theta, u, y[:2], 2, 1), y, atol=1e-8)
+    _, na, nb, rmse = select_arx(u, y, max_order=3)
+    assert rmse < 1e-8 and na >= 2
+
+
+def test_gaussian_metrics_by_hand():
+    m = gaussian_metrics(np.array([[1.0], [3.0]]), np.array([[1.0], [0.0]]), np.ones((2, 1)))
+    assert m["rmse"] == pytest.approx(math.sqrt(4.5))
+    assert m["coverage_2std"] == 0.5  # errors 0 and 3 against a std of 1
+    assert m["log_likelihood"] == pytest.approx(-0.5 * math.log(2 * math.pi) - 2.25)
+
+
+def test_config_is_validated_before_anything_runs():
+    with pytest.raises(ConfigError, match="learning_rate"):
+        validate(PRSSMConfig(learning_rate=-1.0))
+    with pytest.raises(ConfigError, match="recognition_window"):
+        validate(PRSSMConfig(recognition_window=60, seq_len=50))
+
+
+def test_learns_a_linear_system_and_resumes_exactly(tmp_path):
+    u, y = linear_system()
+    path = str(tmp_path / "sys.csv")
+    write_csv(path, u, y)
+    config = PRSSMConfig(
+        **SMALL, data=path, iterations=300, eval_every=100, learning_rate=0.02, num_seeds=2
+    )
+    full = run_prssm(config, run_dir=str(tmp_path / "full"), progress=False)
+    mean_rmse = np.sqrt(np.mean((y[200:] - y[:200].mean()) ** 2))
+    assert full.results["rmse_mean"] < 0.3 * mean_rmse, (full.results, mean_rmse)
+    assert 0.8 <= full.results["coverage_2std_mean"] <= 1.0
+    for name in ("config.json", "metrics.csv", "results.json", "free_simulation.png"):
+        assert os.path.exists(tmp_path / "full" / name)
+    # interrupted after one chunk, then resumed: the same parameters as without the break
+    part = run_prssm(config, run_dir=str(tmp_path / "part"), progress=False, max_chunks=1)
+    assert part.interrupted and not part.results
+    resumed = run_prssm(resume=str(tmp_path / "part"), progress=False)
+    assert not resumed.interrupted
+    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed.results["rmse_mean"] == full.results["rmse_mean"]
+    with pytest.raises(FileExistsError):
+        run_prssm(config, run_dir=str(tmp_path / "full"), progress=False)
+
+
+def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):
+    u, y = linear_system(200)
+    path = str(tmp_path / "sys.csv")
+    write_csv(path, u, y)
+    run_dir = str(tmp_path / "run")
+    argv = ["train", "prssm", "--data", path, "--iterations", "20", "--eval-every", "10",
+            "--latent-dim", "2", "--num-samples", "4", "--seq-len", "20",
+            "--recognition-window", "4", "--eval-samples", "50", "--run-dir", run_dir,
+            "--no-progress"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test RMSE" in out
+    with open(os.path.join(run_dir, "results.json")) as f:
+        assert len(json.load(f)["per_seed"]) == 1
+    assert cli.main(["train", "prssm", "--data", str(tmp_path / "nope.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -74,14 +74,18 @@ class PRSSMConfig:
     latent_dim: int = option(4, "Latent state dimension D_x (>= number of outputs).", low=1)
     num_inducing: int = option(20, "Inducing points P per latent dimension.", low=1)
     num_samples: int = option(50, "Sampled trajectories N in the ELBO estimate, eq. (19).", low=1)
-    batch_size: int = option(10, "Sub-trajectories per minibatch B.", low=1)
-    seq_len: int = option(50, "Length H of a sub-trajectory.", low=2)
+    batch_size: int = option(5, "Sub-trajectories per minibatch B.", low=1)
+    seq_len: int = option(100, "Length H of a sub-trajectory.", low=2)
     recognition_window: int = option(
         16, "Steps of u and y the recognition model reads to infer q(x_1).", low=1
     )
     recognition_hidden: int = option(32, "Hidden units of the recognition MLP.", low=1)
-    iterations: int = option(3000, "Adam steps.", low=1)
+    iterations: int = option(600, "Adam steps.", low=1)
     learning_rate: float = option(0.01, "Adam learning rate.", low=0.0, low_open=True)
+    lr_schedule: str = option(
+        "cosine", "Learning rate over the run: constant, or cosine decay to 0.",
+        choices=("constant", "cosine"),
+    )
     max_grad_norm: float = option(10.0, "Global gradient-norm clip.", low=0.0, low_open=True)
     mean_function: str = option(
         "identity", "GP prior mean: identity on the state (learn changes) or zero.",
@@ -109,7 +113,7 @@ class PRSSMConfig:
         choices=("mean", "sum"),
     )
     eval_samples: int = option(1000, "Sampled trajectories for the free simulation.", low=1)
-    eval_every: int = option(500, "Adam steps between test evaluations and checkpoints.", low=1)
+    eval_every: int = option(200, "Adam steps between test evaluations and checkpoints.", low=1)
     num_seeds: int = option(1, "Independent seeds trained at once (vmapped).", low=1)
     checkpoint_every: int = option(1, "Checkpoint every this many chunks.", low=1)
 
@@ -372,9 +376,10 @@ def make_prssm_trainer(config: PRSSMConfig, u_train_TU: np.ndarray, y_train_TY: 
     y_all = jnp.asarray(y_train_TY, jnp.float32)
     H, B = config.seq_len, config.batch_size
     data_scale = T / (B * H)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)
-    )
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(config.learning_rate, config.iterations)
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
 
     def init(key):
         k_params, k_run = jax.random.split(key)

@@ -1,0 +1,256 @@
+"""DDPM primitives: noise schedules as a pytree of arrays, the forward process q(x_t | x_0),
+the simplified training loss, ancestral sampling and the strided deterministic sampler.
+
+Single file, imports only jax: copy it into your own repo. `eps_fn(x_t, t) -> eps_hat` is
+any noise-prediction function (a network with its parameters closed over); `t` is an int32
+array of timesteps in 1..T, one per example. Time is 1-indexed as in the paper: arrays of a
+schedule hold index 0 for t = 1.
+
+Papers: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (eqs. (4), (6),
+(7), (11), (14), Algorithms 1 and 2); Nichol & Dhariwal 2021 (the cosine schedule, eq. 17);
+Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models" (eq. (12), the strided
+sampler).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Schedule(NamedTuple):
+    """Every per-timestep quantity, each [T] (index i is timestep t = i + 1)."""
+
+    betas: jax.Array
+    alphas: jax.Array  # 1 - beta_t
+    alpha_bars: jax.Array  # prod_{s <= t} alpha_s
+    alpha_bars_prev: jax.Array  # alpha-bar_{t-1}, with alpha-bar_0 = 1
+    posterior_variance: jax.Array  # beta-tilde_t, eq. (7)
+    posterior_mean_coef_x0: jax.Array  # eq. (7): coefficient of x_0
+    posterior_mean_coef_xt: jax.Array  # eq. (7): coefficient of x_t
+
+    @property
+    def num_steps(self) -> int:
+        return self.betas.shape[0]
+
+
+def schedule_from_betas(betas_T) -> Schedule:
+    """All quantities of Ho et al. 2020, eqs. (4) and (7), from beta_1..beta_T: [T].
+
+    Computed in float64 with NumPy (1 - alpha-bar_t is tiny for small t) and stored as
+    float32 arrays; build schedules outside `jit`.
+    """
+    betas = np.asarray(betas_T, np.float64)
+    if betas.ndim != 1 or betas.shape[0] < 1:
+        raise ValueError(f"betas_T: must be a non-empty [T] array, got shape {betas.shape}")
+    if not np.all((betas > 0) & (betas < 1)):
+        raise ValueError("betas_T: every beta_t must be in (0, 1)")
+    alphas = 1.0 - betas
+    alpha_bars = np.cumprod(alphas)
+    prev = np.concatenate([[1.0], alpha_bars[:-1]])
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    return Schedule(
+        betas=f32(betas),
+        alphas=f32(alphas),
+        alpha_bars=f32(alpha_bars),
+        alpha_bars_prev=f32(prev),
+        posterior_variance=f32(betas * (1.0 - prev) / (1.0 - alpha_bars)),
+        posterior_mean_coef_x0=f32(np.sqrt(prev) * betas / (1.0 - alpha_bars)),
+        posterior_mean_coef_xt=f32(np.sqrt(alphas) * (1.0 - prev) / (1.0 - alpha_bars)),
+    )
+
+
+def linear_schedule(num_steps: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> Schedule:
+    """The paper's schedule: beta_t linear from beta_1 to beta_T (Ho et al. 2020, Sec. 4)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps: must be >= 1, got {num_steps}")
+    if not 0 < beta_1 <= beta_T < 1:
+        raise ValueError(f"beta_1, beta_T: need 0 < beta_1 <= beta_T < 1, got {beta_1}, {beta_T}")
+    return schedule_from_betas(np.linspace(beta_1, beta_T, num_steps))
+
+
+def cosine_schedule(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
+    """alpha-bar_t = f(t) / f(0), f(t) = cos(((t/T + s) / (1 + s)) pi/2)^2, betas clipped at
+    max_beta (Nichol & Dhariwal 2021, eq. 17)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps: must be >= 1, got {num_steps}")
+    t = np.arange(num_steps + 1, dtype=np.float64) / num_steps
+    f = np.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bars = f / f[0]
+    betas = np.clip(1.0 - alpha_bars[1:] / alpha_bars[:-1], 1e-12, max_beta)
+    return schedule_from_betas(betas)
+
+
+def _at(values_T: jax.Array, t_B: jax.Array, x: jax.Array) -> jax.Array:
+    """values[t - 1] per example, shaped to broadcast against x [B, ...]."""
+    v = values_T[t_B - 1]
+    return v.reshape(v.shape + (1,) * (x.ndim - 1))
+
+
+def q_sample(schedule: Schedule, x0: jax.Array, t_B: jax.Array, eps: jax.Array) -> jax.Array:
+    """x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps (Ho et al. 2020, eq. (4)).
+
+    Args:
+      x0: [B, ...] data; t_B: [B] int timesteps in 1..T; eps: [B, ...] standard normal.
+    Returns:
+      [B, ...] x_t.
+    """
+    if x0.shape != eps.shape or t_B.shape != x0.shape[:1]:
+        raise ValueError(
+            f"q_sample: x0 and eps must have the same shape [B, ...] and t_B [B], got "
+            f"{x0.shape}, {eps.shape}, {t_B.shape}"
+        )
+    ab = _at(schedule.alpha_bars, t_B, x0)
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps
+
+
+def simple_loss(
+    eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    schedule: Schedule,
+    x0: jax.Array,
+    key: jax.Array,
+) -> jax.Array:
+    """L_simple = E_{t, eps} ||eps - eps_theta(x_t, t)||^2 with t ~ U{1..T} (Ho et al. 2020,
+    eq. (14), Algorithm 1), averaged over the batch and the data dimensions.
+
+    Args:
+      eps_fn: (x_t [B, ...], t [B]) -> eps_hat [B, ...].
+      x0: [B, ...] data batch.
+    Returns:
+      [] the loss.
+    """
+    k_t, k_eps = jax.random.split(key)
+    t = jax.random.randint(k_t, x0.shape[:1], 1, schedule.num_steps + 1)
+    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    return jnp.mean((eps - eps_fn(q_sample(schedule, x0, t, eps), t)) ** 2)
+
+
+def predict_x0(schedule: Schedule, x_t: jax.Array, t_B: jax.Array, eps: jax.Array) -> jax.Array:
+    """x_0 = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t), eq. (4) solved for x_0."""
+    ab = _at(schedule.alpha_bars, t_B, x_t)
+    return (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+
+
+def posterior_mean(schedule: Schedule, x0: jax.Array, x_t: jax.Array, t_B: jax.Array) -> jax.Array:
+    """mu-tilde_t(x_t, x_0), the mean of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. (7))."""
+    return (
+        _at(schedule.posterior_mean_coef_x0, t_B, x_t) * x0
+        + _at(schedule.posterior_mean_coef_xt, t_B, x_t) * x_t
+    )
+
+
+def ancestral_sample(
+    eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    key: jax.Array,
+    sigma: str = "beta",
+    clip_x0: float | None = None,
+) -> jax.Array:
+    """Algorithm 2 of Ho et al. 2020 as one `lax.scan` over t = T..1:
+    x_{t-1} = (x_t - beta_t / sqrt(1 - alpha-bar_t) eps_theta(x_t, t)) / sqrt(alpha_t)
+              + sigma_t z,  z ~ N(0, I) for t > 1, z = 0 at t = 1 (eq. (11)).
+
+    Args:
+      eps_fn: (x_t [B, ...], t [B]) -> eps_hat.
+      shape: (B, ...) of the samples.
+      sigma: "beta" (sigma_t^2 = beta_t) or "posterior" (sigma_t^2 = beta-tilde_t), the
+        paper's two choices (Sec. 3.2).
+      clip_x0: if set, the mean is computed from x_0-hat clipped to [-clip_x0, clip_x0]
+        (eq. (7) with the clipped x_0; the paper's released sampler clips at 1); None follows
+        eq. (11) exactly.
+    Returns:
+      [B, ...] samples x_0.
+    """
+    if sigma not in ("beta", "posterior"):
+        raise ValueError(f"sigma: must be 'beta' or 'posterior', got {sigma!r}")
+    variances = schedule.betas if sigma == "beta" else schedule.posterior_variance
+    k_init, k_loop = jax.random.split(key)
+    x_T = jax.random.normal(k_init, shape)
+    B = shape[0]
+
+    def step(x, inputs):
+        t, k = inputs
+        t_B = jnp.full((B,), t, jnp.int32)
+        eps = eps_fn(x, t_B)
+        if clip_x0 is None:
+            mean = (x - _at(schedule.betas, t_B, x) / jnp.sqrt(
+                1.0 - _at(schedule.alpha_bars, t_B, x)) * eps) / jnp.sqrt(_at(schedule.alphas, t_B, x))
+        else:
+            x0 = jnp.clip(predict_x0(schedule, x, t_B, eps), -clip_x0, clip_x0)
+            mean = posterior_mean(schedule, x0, x, t_B)
+        noise = jax.random.normal(k, x.shape) * jnp.sqrt(variances[t - 1])
+        return mean + jnp.where(t > 1, 1.0, 0.0) * noise, None
+
+    T = schedule.num_steps
+    ts = jnp.arange(T, 0, -1, dtype=jnp.int32)
+    x0, _ = jax.lax.scan(step, x_T, (ts, jax.random.split(k_loop, T)))
+    return x0
+
+
+def ddim_timesteps(num_steps: int, num_sample_steps: int) -> jax.Array:
+    """The strided sub-sequence tau of 1..T used by `ddim_sample`: evenly spaced, ending at T,
+    increasing: [num_sample_steps] int32 (Song et al. 2021, Sec. 4.2)."""
+    if not 1 <= num_sample_steps <= num_steps:
+        raise ValueError(
+            f"num_sample_steps: must be in [1, {num_steps}] (the schedule's T), got "
+            f"{num_sample_steps}"
+        )
+    taus = np.round(np.linspace(0, num_steps, num_sample_steps + 1)[1:]).astype(np.int32)
+    return jnp.asarray(taus)
+
+
+def ddim_sample(
+    eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    key: jax.Array,
+    num_sample_steps: int = 50,
+    eta: float = 0.0,
+    clip_x0: float | None = None,
+) -> jax.Array:
+    """The strided sampler of Song et al. 2021, eq. (12), over tau_S > ... > tau_1:
+    x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z,
+    sigma = eta sqrt((1 - ab_prev) / (1 - ab) (1 - ab / ab_prev)); eta = 0 is deterministic
+    given x_T. With num_sample_steps = T and eta = 1 it is DDPM's ancestral sampler with
+    sigma_t^2 = beta-tilde_t. One `lax.scan`; num_sample_steps network calls instead of T.
+
+    Args:
+      eps_fn: (x_t [B, ...], t [B]) -> eps_hat.
+      shape: (B, ...) of the samples.
+      num_sample_steps: S, the number of network calls.
+      eta: 0 (DDIM) to 1 (DDPM-like stochasticity).
+      clip_x0: optional clipping of x0_hat to [-clip_x0, clip_x0].
+    Returns:
+      [B, ...] samples x_0.
+    """
+    taus = ddim_timesteps(schedule.num_steps, num_sample_steps)
+    prev = jnp.concatenate([jnp.zeros((1,), jnp.int32), taus[:-1]])
+    k_init, k_loop = jax.random.split(key)
+    x_T = jax.random.normal(k_init, shape)
+    B = shape[0]
+    ab_all = jnp.concatenate([jnp.ones((1,)), schedule.alpha_bars])  # index t: alpha-bar_t
+
+    def step(x, inputs):
+        t, t_prev, k = inputs
+        t_B = jnp.full((B,), t, jnp.int32)
+        eps = eps_fn(x, t_B)
+        ab, ab_prev = ab_all[t], ab_all[t_prev]
+        x0 = predict_x0(schedule, x, t_B, eps)
+        if clip_x0 is not None:
+            x0 = jnp.clip(x0, -clip_x0, clip_x0)
+            eps = (x - jnp.sqrt(ab) * x0) / jnp.sqrt(1.0 - ab)
+        sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
+        direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
+        x_prev = jnp.sqrt(ab_prev) * x0 + direction + sigma * jax.random.normal(k, x.shape)
+        return x_prev, None
+
+    S = taus.shape[0]
+    xs = (taus[::-1], prev[::-1], jax.random.split(k_loop, S))
+    x0, _ = jax.lax.scan(step, x_T, xs)
+    return x0

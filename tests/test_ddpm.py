@@ -1,0 +1,178 @@
+"""DDPM primitives against hand values and closed forms: schedules, q(x_t | x_0), the
+posterior of eq. (7) by Gaussian conditioning, and the samplers driven by the exact
+noise predictor of a Gaussian data distribution."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffusion.ddpm import (
+    ancestral_sample,
+    cosine_schedule,
+    ddim_sample,
+    ddim_timesteps,
+    linear_schedule,
+    posterior_mean,
+    predict_x0,
+    q_sample,
+    simple_loss,
+)
+from diffusion.unet import UNet, timestep_embedding
+
+
+def test_linear_schedule_by_hand():
+    s = linear_schedule(1000)
+    b = np.asarray(s.betas)
+    assert b[0] == pytest.approx(1e-4) and b[-1] == pytest.approx(0.02)
+    assert b[1] - b[0] == pytest.approx((0.02 - 1e-4) / 999, rel=1e-4)
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))
+    np.testing.assert_allclose(np.asarray(s.alpha_bars), ab, rtol=1e-4)
+    assert float(s.alpha_bars[-1]) < 1e-4  # x_T is (almost) pure noise
+    # eq. (7): beta-tilde_t = (1 - ab_{t-1}) / (1 - ab_t) beta_t, and beta-tilde_1 = 0
+    bt = np.asarray(s.posterior_variance)
+    assert bt[0] == 0.0
+    np.testing.assert_allclose(bt[1:], (1 - ab[:-1]) / (1 - ab[1:]) * b[1:], rtol=1e-4)
+
+
+def test_cosine_schedule_alpha_bar_follows_its_formula():
+    T, s_ = 100, 0.008
+    s = cosine_schedule(T, s_)
+    f = lambda t: math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2  # noqa: E731
+    for t in (1, 10, 50, 90):
+        assert float(s.alpha_bars[t - 1]) == pytest.approx(f(t) / f(0), rel=1e-4)
+    assert float(s.betas.max()) == pytest.approx(0.999)  # clipped at max_beta
+
+
+def test_q_sample_and_predict_x0_invert_each_other():
+    s = linear_schedule(1000)
+    key = jax.random.key(0)
+    x0 = jax.random.normal(key, (4, 3, 3, 1))
+    eps = jax.random.normal(jax.random.key(1), x0.shape)
+    t = jnp.array([1, 10, 500, 1000])
+    xt = q_sample(s, x0, t, eps)
+    ab = np.asarray(s.alpha_bars)[np.asarray(t) - 1]
+    expected = np.sqrt(ab)[:, None, None, None] * x0 + np.sqrt(1 - ab)[:, None, None, None] * eps
+    np.testing.assert_allclose(np.asarray(xt), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(predict_x0(s, xt, t, eps)), np.asarray(x0), atol=2e-3)
+    with pytest.raises(ValueError, match="t_B"):
+        q_sample(s, x0, jnp.array([1, 2]), eps)
+
+
+def test_posterior_mean_and_variance_equal_gaussian_conditioning():
+    """q(x_{t-1} | x_t, x_0) from the joint Gaussian of (x_{t-1}, x_t) given x_0."""
+    s = linear_schedule(1000)
+    alphas = 1 - np.linspace(1e-4, 0.02, 1000)  # float64 reference
+    for t in (2, 37, 999):
+        ab_prev = float(np.prod(alphas[: t - 1]))
+        a_t, ab_t = float(alphas[t - 1]), float(np.prod(alphas[:t]))
+        # x_{t-1} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) e1;  x_t = sqrt(a_t) x_{t-1} + sqrt(1 - a_t) e2
+        var_prev, cov, var_t = 1 - ab_prev, math.sqrt(a_t) * (1 - ab_prev), 1 - ab_t
+        x0, xt = 0.7, -0.3
+        cond_mean = math.sqrt(ab_prev) * x0 + cov / var_t * (xt - math.sqrt(ab_t) * x0)
+        cond_var = var_prev - cov**2 / var_t
+        mean = posterior_mean(s, jnp.array([x0]), jnp.array([xt]), jnp.array([t]))
+        assert float(mean[0]) == pytest.approx(cond_mean, rel=1e-4, abs=1e-6)
+        assert float(s.posterior_variance[t - 1]) == pytest.approx(cond_var, rel=1e-3)
+
+
+def gaussian_oracle(s, m, sd):
+    """The exact E[eps | x_t] when the data are N(m, sd^2) per dimension."""
+
+    def eps_fn(x, t):
+        ab = s.alpha_bars[t - 1].reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.sqrt(1 - ab) * (x - jnp.sqrt(ab) * m) / (ab * sd**2 + 1 - ab)
+
+    return eps_fn
+
+
+@pytest.mark.parametrize("sigma", ["beta", "posterior"])
+def test_ancestral_sampling_with_the_exact_noise_predictor_reproduces_the_data(sigma):
+    s = linear_schedule(1000)
+    m, sd = 1.5, 0.5
+    x = np.asarray(ancestral_sample(gaussian_oracle(s, m, sd), s, (20000, 1), jax.random.key(2),
+                                    sigma=sigma))
+    assert abs(x.mean() - m) < 0.02, x.mean()
+    assert abs(x.std() / sd - 1) < 0.03, x.std()
+
+
+def test_ddim_with_the_exact_noise_predictor_converges_to_the_data_as_steps_grow():
+    """Deterministic DDIM shrinks the spread when its steps are coarse (a discretisation
+    error of the underlying ODE); the error falls as the number of steps grows."""
+    s = linear_schedule(1000)
+    m, sd = 1.5, 0.5
+    stds = []
+    for steps in (10, 50, 250, 1000):
+        x = np.asarray(ddim_sample(gaussian_oracle(s, m, sd), s, (20000, 1), jax.random.key(2),
+                                   num_sample_steps=steps))
+        assert abs(x.mean() - m) < 0.02
+        stds.append(x.std())
+    assert np.all(np.diff(stds) > 0) and stds[0] < 0.9 * sd
+    assert abs(stds[-1] / sd - 1) < 0.02, stds
+
+
+def test_ddim_with_eta_one_and_every_step_is_ancestral_sampling_with_posterior_variance():
+    s = linear_schedule(100, 1e-3, 0.2)
+    eps_fn = gaussian_oracle(s, 0.3, 0.8)
+    key = jax.random.key(3)
+    a = ancestral_sample(eps_fn, s, (64, 2), key, sigma="posterior")
+    b = ddim_sample(eps_fn, s, (64, 2), key, num_sample_steps=100, eta=1.0)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_ddim_is_deterministic_given_x_T_and_uses_strided_steps():
+    taus = np.asarray(ddim_timesteps(1000, 50))
+    assert len(taus) == 50 and taus[0] == 20 and taus[-1] == 1000
+    assert np.all(np.diff(taus) == 20)
+    calls = []
+
+    def eps_fn(x, t):
+        calls.append(1)
+        return jnp.zeros_like(x)
+
+    s = linear_schedule(1000)
+    jax.make_jaxpr(lambda k: ddim_sample(eps_fn, s, (2, 1), k, 50))(jax.random.key(0))
+    assert len(calls) == 1  # traced once inside one lax.scan of 50 steps
+    with pytest.raises(ValueError, match="num_sample_steps"):
+        ddim_timesteps(10, 11)
+
+
+def test_simple_loss_is_zero_for_the_exact_predictor_of_a_point_mass():
+    """Data at a single point c: eps = (x_t - sqrt(ab) c) / sqrt(1 - ab) exactly."""
+    s = linear_schedule(1000)
+    c = 0.4
+
+    def eps_fn(x, t):
+        ab = s.alpha_bars[t - 1][:, None]
+        return (x - jnp.sqrt(ab) * c) / jnp.sqrt(1 - ab)
+
+    loss = simple_loss(eps_fn, s, jnp.full((256, 3), c), jax.random.key(0))
+    assert float(loss) < 1e-6
+    assert float(simple_loss(lambda x, t: jnp.zeros_like(x), s, jnp.full((4096, 3), c),
+                             jax.random.key(1))) == pytest.approx(1.0, rel=0.05)
+
+
+def test_timestep_embedding_by_hand():
+    e = np.asarray(timestep_embedding(jnp.array([0, 3]), 4, max_period=100.0))
+    np.testing.assert_allclose(e[0], [0, 0, 1, 1], atol=1e-7)
+    np.testing.assert_allclose(e[1], [math.sin(3), math.sin(0.3), math.cos(3), math.cos(0.3)],
+                               rtol=1e-5)
+
+
+def test_unet_keeps_the_image_shape_and_depends_on_t():
+    net = UNet()
+    x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    params = net.init(jax.random.key(1), x, jnp.array([1, 1]))
+    n = sum(p.size for p in jax.tree.leaves(params))
+    assert 1e5 < n < 2e6, n
+    # the zero-initialised output conv makes the net output 0 at init; perturb it
+    params = jax.tree.map(lambda p: p + 0.01 * jnp.ones_like(p), params)
+    out1 = net.apply(params, x, jnp.array([1, 500]))
+    out2 = net.apply(params, x, jnp.array([2, 500]))
+    assert out1.shape == x.shape
+    assert not np.allclose(np.asarray(out1[0]), np.asarray(out2[0]))
+    np.testing.assert_allclose(np.asarray(out1[1]), np.asarray(out2[1]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="divisible"):
+        net.init(jax.random.key(1), jnp.zeros((1, 30, 30, 1)), jnp.array([1]))

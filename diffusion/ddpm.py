@@ -179,8 +179,12 @@ def ancestral_sample(
         t_B = jnp.full((B,), t, jnp.int32)
         eps = eps_fn(x, t_B)
         if clip_x0 is None:
-            mean = (x - _at(schedule.betas, t_B, x) / jnp.sqrt(
-                1.0 - _at(schedule.alpha_bars, t_B, x)) * eps) / jnp.sqrt(_at(schedule.alphas, t_B, x))
+            mean = (
+                x
+                - _at(schedule.betas, t_B, x)
+                / jnp.sqrt(1.0 - _at(schedule.alpha_bars, t_B, x))
+                * eps
+            ) / jnp.sqrt(_at(schedule.alphas, t_B, x))
         else:
             x0 = jnp.clip(predict_x0(schedule, x, t_B, eps), -clip_x0, clip_x0)
             mean = posterior_mean(schedule, x0, x, t_B)

@@ -298,3 +298,112 @@ def run(
     with open(os.path.join(run_dir, "status.json"), "w") as f:
         json.dump({"interrupted": interrupted, "chunk": chunk_index, "env_steps": env_steps}, f)
     return RunResult(run_dir, episode_returns, metrics_rows, interrupted, state)
+
+
+# ---------------------------------------------------------------------------------------
+# The same run folder for methods that are not environment loops (PR-SSM, DDPM): a config,
+# chunks of jitted optimisation steps, metrics.csv, checkpoints, resume and Ctrl-C.
+
+
+def prepare_run_dir(config_cls, config, run_dir: str | None, resume: str | None, default: str):
+    """Resolve (config, run_dir): a resumed run's own config.json, or a validated `config`
+    written into a new folder (`default` when run_dir is None; an existing run is refused)."""
+    if resume is not None:
+        path = os.path.join(resume, "config.json")
+        if not os.path.exists(path):
+            raise CheckpointError(f"resume: {resume!r} is not a run folder (no config.json)")
+        with open(path) as f:
+            config = config_lib.from_json(config_cls, f.read())
+        config_lib.validate(config)
+        return config, resume
+    config = config if config is not None else config_cls()
+    config_lib.validate(config)
+    run_dir = run_dir or default
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise FileExistsError(
+            f"run_dir: {run_dir!r} already holds a run; pass resume={run_dir!r} to continue"
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(config_lib.to_json(config))
+    return config, run_dir
+
+
+def chunk_sizes(total: int, every: int) -> list[int]:
+    """`total` steps in chunks of `every` (the last one shorter if it does not divide)."""
+    sizes = [every] * (total // every)
+    return sizes + ([total % every] if total % every else [])
+
+
+@dataclasses.dataclass
+class ChunkLoop:
+    state: Any
+    rows: list[dict]
+    interrupted: bool
+    train_seconds: float
+    ran_chunks: int  # chunks run in this call
+
+
+def drive_chunks(
+    run_dir: str,
+    state,
+    sizes: list[int],
+    train_fn,
+    after_chunk,
+    resume: bool,
+    max_chunks: int | None,
+    checkpoint_every: int,
+    what: str = "the loss",
+) -> ChunkLoop:
+    """Run `state, metrics = train_fn(n)(state)` for each chunk size n, checkpointing.
+
+    Args:
+      train_fn: n -> a jitted function state -> (state, metrics dict of arrays).
+      after_chunk: (state, chunk_index, metrics as NumPy, seconds, total train seconds) ->
+        rows for metrics.csv (each with a "chunk" key); may print progress.
+      resume: restore the newest checkpoint of run_dir first (its rows are kept).
+      max_chunks: stop like Ctrl-C after this many chunks in this call.
+    Metrics must stay finite: a NaN or inf raises FloatingPointError naming `what`, before
+    anything is checkpointed.
+    """
+    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    metrics_path = os.path.join(run_dir, "metrics.csv")
+    chunk_index, train_seconds, rows = 0, 0.0, []
+    if resume:
+        template = state
+        restored, meta, _ = checkpointer.restore(lambda meta: {"state": template})
+        state = jax.tree.map(jax.numpy.asarray, restored["state"])
+        chunk_index, train_seconds = int(meta["chunk"]), float(meta["train_seconds"])
+        rows = [r for r in read_csv(metrics_path) if int(r["chunk"]) < chunk_index]
+
+    def save():
+        meta = {"chunk": chunk_index, "train_seconds": train_seconds}
+        checkpointer.save(chunk_index, {"state": state}, meta)
+
+    written, ran, interrupted = 0, 0, False
+    with StopFlag() as flag:
+        while chunk_index < len(sizes):
+            t0 = time.perf_counter()
+            state, metrics = train_fn(sizes[chunk_index])(state)
+            jax.block_until_ready(state)
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            metrics = jax.tree.map(np.asarray, metrics)
+            if not all(np.all(np.isfinite(v)) for v in metrics.values()):
+                raise FloatingPointError(
+                    f"{what} became non-finite in chunk {chunk_index}: nothing was "
+                    "checkpointed after the last finite chunk; lower learning_rate or "
+                    "max_grad_norm and start again"
+                )
+            rows.extend(after_chunk(state, chunk_index, metrics, dt, train_seconds))
+            chunk_index += 1
+            ran += 1
+            written = append_csv(metrics_path, rows, written)
+            stop = flag.stop or (max_chunks is not None and ran >= max_chunks)
+            if stop and chunk_index < len(sizes):
+                save()
+                interrupted = True
+                break
+            if chunk_index % checkpoint_every == 0 or chunk_index == len(sizes):
+                save()
+    return ChunkLoop(state, rows, interrupted, train_seconds, ran)

@@ -44,11 +44,7 @@ def se_kernel(
     a = x1_ND / lengthscales_D
     b = x2_MD / lengthscales_D
     # |a - b|^2 written as a distance matrix, clipped at 0 against round-off
-    sq = (
-        jnp.sum(a**2, -1)[:, None]
-        + jnp.sum(b**2, -1)[None, :]
-        - 2.0 * a @ b.T
-    )
+    sq = jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2.0 * a @ b.T
     return variance * jnp.exp(-0.5 * jnp.maximum(sq, 0.0))
 
 

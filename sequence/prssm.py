@@ -67,7 +67,9 @@ class PRSSMConfig:
         "CSV with input columns u... then output columns y... (one row per time step).",
     )
     split: float = option(
-        0.5, "Test part starts here: a fraction in (0, 1) or a row count >= 1.", low=0.0,
+        0.5,
+        "Test part starts here: a fraction in (0, 1) or a row count >= 1.",
+        low=0.0,
         low_open=True,
     )
     seed: int = option(0, "Random seed.", low=0)
@@ -83,12 +85,14 @@ class PRSSMConfig:
     iterations: int = option(600, "Adam steps.", low=1)
     learning_rate: float = option(0.01, "Adam learning rate.", low=0.0, low_open=True)
     lr_schedule: str = option(
-        "cosine", "Learning rate over the run: constant, or cosine decay to 0.",
+        "cosine",
+        "Learning rate over the run: constant, or cosine decay to 0.",
         choices=("constant", "cosine"),
     )
     max_grad_norm: float = option(10.0, "Global gradient-norm clip.", low=0.0, low_open=True)
     mean_function: str = option(
-        "identity", "GP prior mean: identity on the state (learn changes) or zero.",
+        "identity",
+        "GP prior mean: identity on the state (learn changes) or zero.",
         choices=("identity", "zero"),
     )
     init_process_std: float = option(0.05, "Initial sigma_x.", low=0.0, low_open=True)
@@ -102,14 +106,16 @@ class PRSSMConfig:
         2.0, "Inducing inputs start uniform in [-r, r]^(Dx+Du).", low=0.0, low_open=True
     )
     noise_scale: str = option(
-        "std", "Scale of the transition noise: std (paper) or variance (authors' code).",
+        "std",
+        "Scale of the transition noise: std (paper) or variance (authors' code).",
         choices=("std", "variance"),
     )
     shared_noise: bool = option(
         False, "One noise draw shared by all latent dimensions (authors' code)."
     )
     sample_reduction: str = option(
-        "mean", "Log-likelihood over samples: mean (paper, eq. 19) or sum (authors' code).",
+        "mean",
+        "Log-likelihood over samples: mean (paper, eq. 19) or sum (authors' code).",
         choices=("mean", "sum"),
     )
     eval_samples: int = option(1000, "Sampled trajectories for the free simulation.", low=1)
@@ -273,14 +279,16 @@ def elbo_terms(
     reduce = jnp.mean if config.sample_reduction == "mean" else jnp.sum
     loglik = data_scale * jnp.sum(reduce(logp_BHS, -1))
     kl_x1 = data_scale * jnp.sum(gaussian_kl_to_standard(mean_BX, std_BX))
-    kl_z = jnp.sum(jax.vmap(_kl_z, in_axes=(0, 0, 0, 0, 0, None))(
-        params.zeta,
-        params.q_mu,
-        q_sqrt(params),
-        jnp.exp(2 * params.log_kernel_std),
-        jnp.exp(params.log_lengthscales),
-        jitter,
-    ))
+    kl_z = jnp.sum(
+        jax.vmap(_kl_z, in_axes=(0, 0, 0, 0, 0, None))(
+            params.zeta,
+            params.q_mu,
+            q_sqrt(params),
+            jnp.exp(2 * params.log_kernel_std),
+            jnp.exp(params.log_lengthscales),
+            jitter,
+        )
+    )
     return dict(elbo=loglik - kl_z - kl_x1, loglik=loglik, kl_z=kl_z, kl_x1=kl_x1)
 
 
@@ -406,8 +414,6 @@ def make_prssm_trainer(config: PRSSMConfig, u_train_TU: np.ndarray, y_train_TY: 
         return jax.lax.scan(one_step, state, None, length=num_steps)
 
     def predict(params, u_TU, y_window_WY, key):
-        return free_simulation(
-            params, u_TU, y_window_WY, key, config, config.eval_samples
-        )
+        return free_simulation(params, u_TU, y_window_WY, key, config, config.eval_samples)
 
     return PRSSMTrainer(config, init, train_chunk, predict, optimizer)

@@ -21,9 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlax_zoo import config as config_lib
-from rlax_zoo.checkpointing import Checkpointer, CheckpointError
-from rlax_zoo.runner import StopFlag, append_csv, read_csv
+from rlax_zoo.runner import chunk_sizes, drive_chunks, prepare_run_dir
 from sequence.prssm import PRSSMConfig, make_prssm_trainer
 from sequence.sysid import gaussian_metrics, load_sysid_csv
 
@@ -48,12 +46,6 @@ class PRSSMRun:
         )
 
 
-def _default_run_dir(config: PRSSMConfig) -> str:
-    name = os.path.splitext(os.path.basename(config.data))[0]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"prssm-{name}-seed{config.seed}-{stamp}")
-
-
 def run_prssm(
     config: PRSSMConfig | None = None,
     run_dir: str | None = None,
@@ -73,121 +65,81 @@ def run_prssm(
       max_chunks: stop (with a checkpoint, like Ctrl-C) after this many chunks in this call.
       plot: write free_simulation.png at the end.
     """
-    if resume is not None:
-        run_dir = resume
-        path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(path):
-            raise CheckpointError(f"resume: {run_dir!r} is not a run folder (no config.json)")
-        with open(path) as f:
-            config = config_lib.from_json(PRSSMConfig, f.read())
-    config = config or PRSSMConfig()
-    config_lib.validate(config)
+    name = os.path.splitext(os.path.basename((config or PRSSMConfig()).data))[0]
+    seed = (config or PRSSMConfig()).seed
+    default = os.path.join("runs", f"prssm-{name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    config, run_dir = prepare_run_dir(PRSSMConfig, config, run_dir, resume, default)
     data = load_sysid_csv(config.data, config.split)
     u_tr, y_tr, u_te, y_te = data.normalized()
     trainer = make_prssm_trainer(config, u_tr, y_tr)
-    if resume is None:
-        run_dir = run_dir or _default_run_dir(config)
-        if os.path.exists(os.path.join(run_dir, "config.json")):
-            raise FileExistsError(
-                f"run_dir: {run_dir!r} already holds a run; pass resume={run_dir!r} to continue"
-            )
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            f.write(config_lib.to_json(config))
-
     seeds = config.num_seeds
     keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)  # raw keys: orbax-friendly
-    state = jax.vmap(trainer.init)(keys)
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
-    chunk_sizes = [config.eval_every] * (config.iterations // config.eval_every)
-    if config.iterations % config.eval_every:
-        chunk_sizes.append(config.iterations % config.eval_every)
-    chunk_index, train_seconds, rows = 0, 0.0, []
-    metrics_path = os.path.join(run_dir, "metrics.csv")
-    if resume is not None:
-        restored, meta, _ = checkpointer.restore(lambda meta: {"state": state})
-        state = jax.tree.map(jnp.asarray, restored["state"])
-        chunk_index, train_seconds = int(meta["chunk"]), float(meta["train_seconds"])
-        rows = [r for r in read_csv(metrics_path) if int(r["chunk"]) < chunk_index]
-    written = 0
+    train = {}
 
-    train = {
-        n: jax.jit(jax.vmap(lambda s, n=n: trainer.train_chunk(s, n)), donate_argnums=0)
-        for n in set(chunk_sizes)
-    }
+    def train_fn(n):
+        if n not in train:
+            train[n] = jax.jit(jax.vmap(lambda s: trainer.train_chunk(s, n)), donate_argnums=0)
+        return train[n]
+
     W = config.recognition_window
     predict = jax.jit(jax.vmap(trainer.predict, in_axes=(0, None, None, 0)))
     u_te_j, y_win = jnp.asarray(u_te, jnp.float32), jnp.asarray(y_te[:W], jnp.float32)
+    last = {}
 
     def evaluate(params):
         mean, var = predict(params, u_te_j, y_win, eval_keys)
         mean = np.asarray(mean, np.float64) * data.y_std + data.y_mean
         var = np.asarray(var, np.float64) * data.y_std**2
-        return mean, var, [gaussian_metrics(data.y_test, mean[s], var[s]) for s in range(seeds)]
+        last["prediction"] = (mean, var)
+        return [gaussian_metrics(data.y_test, mean[s], var[s]) for s in range(seeds)]
 
-    def save():
-        meta = {"chunk": chunk_index, "train_seconds": train_seconds}
-        checkpointer.save(chunk_index, {"state": state}, meta)
+    def after_chunk(state, chunk, m, dt, total_seconds):
+        n = m["loss"].shape[1]  # leaves [seeds, n]
+        tests = evaluate(state.params)
+        rows = [
+            dict(
+                chunk=chunk,
+                seed=s,
+                iteration=int(np.asarray(state.step)[s]),
+                **{k: float(v[s].mean()) for k, v in m.items()},
+                **{f"test_{k}": v for k, v in tests[s].items()},
+                iterations_per_sec=n / dt,
+                train_seconds=total_seconds,
+            )
+            for s in range(seeds)
+        ]
+        if progress:
+            print(
+                f"prssm: step {rows[-1]['iteration']}/{config.iterations} loss "
+                f"{np.mean(m['loss'][:, -1]):.4f} test RMSE "
+                + ", ".join(f"{t['rmse']:.4f}" for t in tests)
+                + f" ({n / dt:.1f} steps/s)",
+                flush=True,
+            )
+        return rows
 
-    interrupted, chunks_this_call, prediction = False, 0, None
-    with StopFlag() as flag:
-        while chunk_index < len(chunk_sizes):
-            n = chunk_sizes[chunk_index]
-            t0 = time.perf_counter()
-            state, m = train[n](state)
-            jax.block_until_ready(state)
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            m = jax.tree.map(np.asarray, m)  # leaves [seeds, n]
-            if not all(np.all(np.isfinite(v)) for v in m.values()):
-                raise FloatingPointError(
-                    f"the ELBO became non-finite in chunk {chunk_index}: nothing was "
-                    "checkpointed after the last finite chunk; lower learning_rate or "
-                    "max_grad_norm and start again"
-                )
-            mean, var, tests = evaluate(state.params)
-            for s in range(seeds):
-                rows.append(
-                    dict(
-                        chunk=chunk_index,
-                        seed=s,
-                        iteration=int(np.asarray(state.step)[s]),
-                        **{k: float(v[s].mean()) for k, v in m.items()},
-                        **{f"test_{k}": v for k, v in tests[s].items()},
-                        iterations_per_sec=n / dt,
-                        train_seconds=train_seconds,
-                    )
-                )
-            chunk_index += 1
-            chunks_this_call += 1
-            if progress:
-                print(
-                    f"prssm: step {rows[-1]['iteration']}/{config.iterations} "
-                    f"loss {np.mean(m['loss'][:, -1]):.4f} test RMSE "
-                    + ", ".join(f"{t['rmse']:.4f}" for t in tests)
-                    + f" ({n / dt:.1f} steps/s)",
-                    flush=True,
-                )
-            written = append_csv(metrics_path, rows, written)
-            prediction = (mean, var)
-            stop = flag.stop or (max_chunks is not None and chunks_this_call >= max_chunks)
-            if stop and chunk_index < len(chunk_sizes):
-                save()
-                interrupted = True
-                break
-            if chunk_index % config.checkpoint_every == 0 or chunk_index == len(chunk_sizes):
-                save()
+    loop = drive_chunks(
+        run_dir,
+        jax.vmap(trainer.init)(keys),
+        chunk_sizes(config.iterations, config.eval_every),
+        train_fn,
+        after_chunk,
+        resume=resume is not None,
+        max_chunks=max_chunks,
+        checkpoint_every=config.checkpoint_every,
+        what="the ELBO",
+    )
+    state, rows, train_seconds = loop.state, loop.rows, loop.train_seconds
+    interrupted, prediction = loop.interrupted, last.get("prediction")
 
     results = {}
     if not interrupted:
         if prediction is None:  # resumed a finished run: evaluate the restored model
-            mean, var, tests = evaluate(state.params)
-            prediction = (mean, var)
+            tests = evaluate(state.params)
+            prediction = last["prediction"]
         else:
-            tests = [
-                {k[5:]: r[k] for k in r if k.startswith("test_")} for r in rows[-seeds:]
-            ]
+            tests = [{k[5:]: r[k] for k in r if k.startswith("test_")} for r in rows[-seeds:]]
         results = dict(
             data=config.data,
             train_seconds=train_seconds,
@@ -225,8 +177,9 @@ def plot_free_simulation(y_TD, mean_TD, var_TD, path, title="", baseline_TD=None
     for d in range(D):
         ax = axes[d, 0]
         std = np.sqrt(var_TD[:, d])
-        ax.fill_between(t, mean_TD[:, d] - 2 * std, mean_TD[:, d] + 2 * std, alpha=0.3,
-                        label="+-2 std")
+        ax.fill_between(
+            t, mean_TD[:, d] - 2 * std, mean_TD[:, d] + 2 * std, alpha=0.3, label="+-2 std"
+        )
         ax.plot(t, y_TD[:, d], "k", lw=1, label="measured")
         ax.plot(t, mean_TD[:, d], lw=1, label="PR-SSM mean")
         if baseline_TD is not None:

@@ -68,7 +68,8 @@ def test_posterior_mean_and_variance_equal_gaussian_conditioning():
     for t in (2, 37, 999):
         ab_prev = float(np.prod(alphas[: t - 1]))
         a_t, ab_t = float(alphas[t - 1]), float(np.prod(alphas[:t]))
-        # x_{t-1} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) e1;  x_t = sqrt(a_t) x_{t-1} + sqrt(1 - a_t) e2
+        # x_{t-1} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) e1
+        # x_t = sqrt(a_t) x_{t-1} + sqrt(1 - a_t) e2
         var_prev, cov, var_t = 1 - ab_prev, math.sqrt(a_t) * (1 - ab_prev), 1 - ab_t
         x0, xt = 0.7, -0.3
         cond_mean = math.sqrt(ab_prev) * x0 + cov / var_t * (xt - math.sqrt(ab_t) * x0)
@@ -92,8 +93,9 @@ def gaussian_oracle(s, m, sd):
 def test_ancestral_sampling_with_the_exact_noise_predictor_reproduces_the_data(sigma):
     s = linear_schedule(1000)
     m, sd = 1.5, 0.5
-    x = np.asarray(ancestral_sample(gaussian_oracle(s, m, sd), s, (20000, 1), jax.random.key(2),
-                                    sigma=sigma))
+    x = np.asarray(
+        ancestral_sample(gaussian_oracle(s, m, sd), s, (20000, 1), jax.random.key(2), sigma=sigma)
+    )
     assert abs(x.mean() - m) < 0.02, x.mean()
     assert abs(x.std() / sd - 1) < 0.03, x.std()
 
@@ -105,8 +107,11 @@ def test_ddim_with_the_exact_noise_predictor_converges_to_the_data_as_steps_grow
     m, sd = 1.5, 0.5
     stds = []
     for steps in (10, 50, 250, 1000):
-        x = np.asarray(ddim_sample(gaussian_oracle(s, m, sd), s, (20000, 1), jax.random.key(2),
-                                   num_sample_steps=steps))
+        x = np.asarray(
+            ddim_sample(
+                gaussian_oracle(s, m, sd), s, (20000, 1), jax.random.key(2), num_sample_steps=steps
+            )
+        )
         assert abs(x.mean() - m) < 0.02
         stds.append(x.std())
     assert np.all(np.diff(stds) > 0) and stds[0] < 0.9 * sd
@@ -150,15 +155,17 @@ def test_simple_loss_is_zero_for_the_exact_predictor_of_a_point_mass():
 
     loss = simple_loss(eps_fn, s, jnp.full((256, 3), c), jax.random.key(0))
     assert float(loss) < 1e-6
-    assert float(simple_loss(lambda x, t: jnp.zeros_like(x), s, jnp.full((4096, 3), c),
-                             jax.random.key(1))) == pytest.approx(1.0, rel=0.05)
+    assert float(
+        simple_loss(lambda x, t: jnp.zeros_like(x), s, jnp.full((4096, 3), c), jax.random.key(1))
+    ) == pytest.approx(1.0, rel=0.05)
 
 
 def test_timestep_embedding_by_hand():
     e = np.asarray(timestep_embedding(jnp.array([0, 3]), 4, max_period=100.0))
     np.testing.assert_allclose(e[0], [0, 0, 1, 1], atol=1e-7)
-    np.testing.assert_allclose(e[1], [math.sin(3), math.sin(0.3), math.cos(3), math.cos(0.3)],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        e[1], [math.sin(3), math.sin(0.3), math.cos(3), math.cos(0.3)], rtol=1e-5
+    )
 
 
 def test_unet_keeps_the_image_shape_and_depends_on_t():

@@ -50,8 +50,13 @@ def test_sparse_conditional_with_optimal_q_at_data_is_exact_gp_regression():
     q_sqrt = np.linalg.cholesky(S + 1e-12 * np.eye(12))
     with jax.enable_x64(True):
         mean, v = sparse_gp_conditional(
-            jnp.asarray(Xs), jnp.asarray(X), jnp.asarray(q_mu), jnp.asarray(q_sqrt), var,
-            jnp.asarray(ls), jitter=1e-12,
+            jnp.asarray(Xs),
+            jnp.asarray(X),
+            jnp.asarray(q_mu),
+            jnp.asarray(q_sqrt),
+            var,
+            jnp.asarray(ls),
+            jitter=1e-12,
         )
         np.testing.assert_allclose(np.asarray(mean), mean_exact, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(np.asarray(v), var_exact, rtol=1e-5, atol=1e-8)
@@ -63,8 +68,12 @@ def test_sparse_conditional_with_prior_q_is_the_prior():
     K = np_se(Z, Z, 0.7, np.ones(2))
     with jax.enable_x64(True):
         mean, v = sparse_gp_conditional(
-            jnp.asarray(Xs), jnp.asarray(Z), jnp.zeros(6),
-            jnp.asarray(np.linalg.cholesky(K + 1e-10 * np.eye(6))), 0.7, jnp.ones(2),
+            jnp.asarray(Xs),
+            jnp.asarray(Z),
+            jnp.zeros(6),
+            jnp.asarray(np.linalg.cholesky(K + 1e-10 * np.eye(6))),
+            0.7,
+            jnp.ones(2),
             jitter=1e-10,
         )
         np.testing.assert_allclose(np.asarray(mean), 0.0, atol=1e-12)

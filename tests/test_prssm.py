@@ -76,17 +76,19 @@ def test_elbo_data_term_matches_closed_form_for_a_random_walk():
     )
     # the authors' sum over samples is exactly N times the paper's mean
     summed = elbo_terms(
-        params, jnp.asarray(y), jnp.asarray(u), jax.random.key(1),
-        dataclasses.replace(config, sample_reduction="sum"), scale,
+        params,
+        jnp.asarray(y),
+        jnp.asarray(u),
+        jax.random.key(1),
+        dataclasses.replace(config, sample_reduction="sum"),
+        scale,
     )
     np.testing.assert_allclose(
         float(summed["loglik"]), config.num_samples * float(terms["loglik"]), rtol=1e-5
     )
 
 
-@pytest.mark.parametrize(
-    "noise_scale,shared", [("std", False), ("variance", False), ("std", True)]
-)
+@pytest.mark.parametrize("noise_scale,shared", [("std", False), ("variance", False), ("std", True)])
 def test_transition_noise_options(noise_scale, shared):
     """One step from a fixed state: Var(x_2) = var_f + sx^2 (paper), or its square (the
     authors' code scales eps by the variance); shared noise makes the dimensions move
@@ -111,7 +113,9 @@ def test_transition_noise_options(noise_scale, shared):
 
 def write_csv(path, u, y):
     with open(path, "w") as f:
-        f.write(",".join([f"u{i}" for i in range(u.shape[1])] + [f"y{i}" for i in range(y.shape[1])]))
+        f.write(
+            ",".join([f"u{i}" for i in range(u.shape[1])] + [f"y{i}" for i in range(y.shape[1])])
+        )
         f.write("\n")
         for row in np.concatenate([u, y], 1):
             f.write(",".join(f"{v:.10g}" for v in row) + "\n")
@@ -208,10 +212,29 @@ def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):
     path = str(tmp_path / "sys.csv")
     write_csv(path, u, y)
     run_dir = str(tmp_path / "run")
-    argv = ["train", "prssm", "--data", path, "--iterations", "20", "--eval-every", "10",
-            "--latent-dim", "2", "--num-samples", "4", "--seq-len", "20",
-            "--recognition-window", "4", "--eval-samples", "50", "--run-dir", run_dir,
-            "--no-progress"]
+    argv = [
+        "train",
+        "prssm",
+        "--data",
+        path,
+        "--iterations",
+        "20",
+        "--eval-every",
+        "10",
+        "--latent-dim",
+        "2",
+        "--num-samples",
+        "4",
+        "--seq-len",
+        "20",
+        "--recognition-window",
+        "4",
+        "--eval-samples",
+        "50",
+        "--run-dir",
+        run_dir,
+        "--no-progress",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "test RMSE" in out

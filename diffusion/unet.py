@@ -64,11 +64,12 @@ class AttentionBlock(nn.Module):
 class UNet(nn.Module):
     """eps_theta(x_t, t) for images [B, H, W, C] (H and W divisible by 2^(levels-1)).
 
-    Defaults (about 0.4M parameters) suit 28x28 MNIST on a CPU: base width 32, widths
-    (32, 64, 64) at 28, 14 and 7 pixels, attention at 7x7, one residual block per level.
+    Defaults suit 28x28 MNIST on a CPU: base width 16, widths (16, 32, 32) at 28, 14 and 7
+    pixels, attention at 7x7, one residual block per level (a forward and backward pass of
+    a batch of 64 takes about 0.5 s on 2 cores; width 32 takes 2 s).
     """
 
-    base_channels: int = 32
+    base_channels: int = 16
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attention_resolutions: tuple[int, ...] = (7,)

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import NamedTuple
 
+from diffusion.data import ImageDataError
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import CheckpointError
 from rlax_zoo.envs.envpool_env import EnvError
@@ -68,6 +69,13 @@ METHODS = {
         aliases={},
         driver="sequence.runs:run_prssm",
     ),
+    "ddpm": Method(
+        config_cls=_config("diffusion.train:DDPMConfig"),
+        build="",
+        help="DDPM (Ho et al. 2020): a U-Net noise predictor on an image set (MNIST-5k).",
+        aliases={},
+        driver="diffusion.train:run_ddpm",
+    ),
 }
 _ASYNC = {
     "async-q": ("AsyncQConfig", "Asynchronous one-step Q-learning (Mnih et al. 2016, Alg. 1)."),
@@ -112,11 +120,37 @@ def build_parser() -> argparse.ArgumentParser:
             help="Continue an interrupted run from its newest checkpoint.",
         )
         p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    sample = sub.add_parser(
+        "sample", help="Draw samples from a trained DDPM run; writes an image grid PNG."
+    )
+    sample.add_argument("--run", required=True, metavar="RUN_DIR", help="A ddpm run folder.")
+    sample.add_argument("--n", type=int, default=64, help="Number of samples (default: 64).")
+    sample.add_argument(
+        "--sampler",
+        default="ddpm",
+        choices=("ddpm", "ddim"),
+        help="Ancestral sampling (T network calls) or strided DDIM (default: ddpm).",
+    )
+    sample.add_argument("--steps", type=int, default=50, help="DDIM network calls (default: 50).")
+    sample.add_argument("--seed", type=int, default=0, help="Sampling seed (default: 0).")
+    sample.add_argument("--out", default=None, help="PNG path (default: in the run folder).")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sample":
+        from diffusion.train import sample_from_run
+
+        try:
+            path, _ = sample_from_run(
+                args.run, args.n, args.sampler, args.steps, args.seed, args.out
+            )
+        except (config_lib.ConfigError, CheckpointError) as e:
+            print(f"rlax-zoo: error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.n} samples to {os.path.abspath(path)}")
+        return 0
     if args.command == "train":
         method = METHODS[args.method]
         cls = method.config_cls()
@@ -152,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             FileExistsError,
             FloatingPointError,
             DataError,
+            ImageDataError,
         ) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2

@@ -1,0 +1,336 @@
+"""DDPM training and sampling: `rlax-zoo train ddpm`, `rlax-zoo sample --run RUN_DIR`.
+
+Training is Algorithm 1 of Ho et al. 2020 (`diffusion.ddpm.simple_loss`) on the U-Net of
+`diffusion.unet`, with the paper's optimisation choices scaled to a CPU: Adam, a linear
+learning-rate warm-up, gradient clipping at norm 1 and an exponential moving average of the
+parameters that is used for sampling. The whole step (minibatch draw, loss, update, EMA) is
+one jitted function; chunks of `eval_every` steps are one `lax.scan`, driven by the shared
+run-folder loop (config.json, metrics.csv, checkpoints, resume, Ctrl-C). At the end the run
+writes samples.png (a grid of `sample_count` samples from the EMA parameters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from diffusion.data import class_split, load_npz_images, to_uint8
+from diffusion.ddpm import (
+    ancestral_sample,
+    cosine_schedule,
+    ddim_sample,
+    linear_schedule,
+    simple_loss,
+)
+from diffusion.unet import UNet
+from rlax_zoo.checkpointing import Checkpointer, CheckpointError
+from rlax_zoo.config import ConfigError, option
+from rlax_zoo.runner import chunk_sizes, drive_chunks, prepare_run_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class DDPMConfig:
+    data: str = option(
+        "../shared/data/images/mnist_5k.npz", ".npz with images x [N, H, W(, C)] and labels y."
+    )
+    train_per_class: int = option(
+        400, "Images per class to train on (the rest of each class is the test split).", low=1
+    )
+    seed: int = option(0, "Random seed.", low=0)
+    num_steps: int = option(1000, "Diffusion steps T.", low=1)
+    schedule: str = option("linear", "Noise schedule.", choices=("linear", "cosine"))
+    beta_1: float = option(1e-4, "First beta of the linear schedule.", low=0.0, low_open=True)
+    beta_T: float = option(
+        0.02, "Last beta of the linear schedule.", low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    base_channels: int = option(16, "U-Net base width.", low=8)
+    channel_mults: tuple[int, ...] = option((1, 2, 2), "U-Net width multipliers per level.", low=1)
+    num_res_blocks: int = option(1, "Residual blocks per U-Net level.", low=1)
+    attention_resolutions: tuple[int, ...] = option(
+        (7,), "Feature-map sizes with self-attention.", low=1
+    )
+    dropout: float = option(
+        0.1, "Dropout in the residual blocks.", low=0.0, high=1.0, high_open=True
+    )
+    batch_size: int = option(64, "Minibatch size.", low=1)
+    learning_rate: float = option(2e-4, "Adam learning rate.", low=0.0, low_open=True)
+    warmup_steps: int = option(500, "Linear learning-rate warm-up steps.", low=0)
+    max_grad_norm: float = option(1.0, "Global gradient-norm clip.", low=0.0, low_open=True)
+    ema_decay: float = option(
+        0.999, "EMA decay of the sampling parameters.", low=0.0, high=1.0, high_open=True
+    )
+    iterations: int = option(6000, "Adam steps.", low=1)
+    eval_every: int = option(250, "Steps per chunk (one log row and checkpoint each).", low=1)
+    checkpoint_every: int = option(1, "Checkpoint every this many chunks.", low=1)
+    sample_count: int = option(64, "Samples in the final grid (0: none).", low=0)
+    sampler: str = option("ddpm", "Sampler for the final grid.", choices=("ddpm", "ddim"))
+    sample_steps: int = option(50, "Network calls of the DDIM sampler.", low=1)
+
+    def check(self):
+        if self.schedule == "linear" and self.beta_1 > self.beta_T:
+            raise ConfigError(f"beta_1: must be <= beta_T ({self.beta_T}), got {self.beta_1}")
+        if self.sample_steps > self.num_steps:
+            raise ConfigError(
+                f"sample_steps: must be <= num_steps ({self.num_steps}), got {self.sample_steps}"
+            )
+
+
+class TrainState(NamedTuple):
+    params: dict
+    ema_params: dict
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jax.Array  # [] int32
+
+
+class DDPMTrainer(NamedTuple):
+    config: DDPMConfig
+    net: UNet
+    schedule: object
+    init: callable  # key -> TrainState
+    train_chunk: callable  # (TrainState, n static) -> (TrainState, {"loss": [n]})
+    sample: callable  # (params, key, n static, sampler static, steps static) -> [n, H, W, C]
+
+
+def make_schedule(config: DDPMConfig):
+    if config.schedule == "cosine":
+        return cosine_schedule(config.num_steps)
+    return linear_schedule(config.num_steps, config.beta_1, config.beta_T)
+
+
+def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
+    """init / train_chunk / sample for DDPM on images x_train [N, H, W, C] in [-1, 1]."""
+    if x_train.ndim != 4:
+        raise ConfigError(f"data: images must be [N, H, W, C], got {x_train.shape}")
+    levels = len(config.channel_mults)
+    H, W = x_train.shape[1:3]
+    if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
+        raise ConfigError(
+            f"channel_mults: {levels} levels need image sides divisible by "
+            f"{2 ** (levels - 1)}, got {H}x{W}"
+        )
+    net = UNet(
+        base_channels=config.base_channels,
+        channel_mults=config.channel_mults,
+        num_res_blocks=config.num_res_blocks,
+        attention_resolutions=config.attention_resolutions,
+        groups=math.gcd(8, config.base_channels),
+        dropout=config.dropout,
+    )
+    schedule = make_schedule(config)
+    data = jnp.asarray(x_train)
+    lr = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1)),
+            optax.constant_schedule(config.learning_rate),
+        ],
+        [max(config.warmup_steps, 1)],
+    )
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
+
+    def init(key):
+        k_params, k_run = jax.random.split(key)
+        params = net.init(k_params, data[:1], jnp.ones((1,), jnp.int32))["params"]
+        ema = jax.tree.map(jnp.copy, params)  # a separate buffer (the state is donated)
+        return TrainState(params, ema, optimizer.init(params), k_run, jnp.zeros((), jnp.int32))
+
+    def one_step(state, _):
+        key, k_idx, k_loss, k_drop = jax.random.split(state.key, 4)
+        x0 = data[jax.random.randint(k_idx, (config.batch_size,), 0, data.shape[0])]
+
+        def loss_fn(params):
+            def eps_fn(x, t):
+                return net.apply({"params": params}, x, t, train=True, rngs={"dropout": k_drop})
+
+            return simple_loss(eps_fn, schedule, x0, k_loss)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        d = config.ema_decay
+        ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params, params)
+        return TrainState(params, ema, opt_state, key, state.step + 1), {"loss": loss}
+
+    def train_chunk(state, n):
+        return jax.lax.scan(one_step, state, None, length=n)
+
+    def sample(params, key, n, sampler="ddpm", steps=50):
+        def eps_fn(x, t):
+            return net.apply({"params": params}, x, t, train=False)
+
+        shape = (n,) + tuple(data.shape[1:])
+        if sampler == "ddim":
+            return ddim_sample(eps_fn, schedule, shape, key, num_sample_steps=steps)
+        return ancestral_sample(eps_fn, schedule, shape, key, sigma="beta")
+
+    return DDPMTrainer(config, net, schedule, init, train_chunk, sample)
+
+
+def load_training_images(config: DDPMConfig):
+    x, y = load_npz_images(config.data)
+    return class_split(x, y, config.train_per_class)
+
+
+@dataclasses.dataclass
+class DDPMRun:
+    run_dir: str
+    results: dict
+    metrics: list[dict]
+    interrupted: bool
+    state: TrainState
+
+    def summary(self) -> str:
+        if self.interrupted:
+            return f"interrupted (resume with --resume {self.run_dir})"
+        r = self.results
+        return (
+            f"done in {r['train_seconds']:.0f} s: {r['iterations']} steps, final loss "
+            f"{r['final_loss']:.4f}; samples in {r.get('samples_png', '(none)')}"
+        )
+
+
+def run_ddpm(
+    config: DDPMConfig | None = None,
+    run_dir: str | None = None,
+    resume: str | None = None,
+    progress: bool = True,
+    max_chunks: int | None = None,
+) -> DDPMRun:
+    """Train DDPM in a run folder (see the module doc); returns the run's results."""
+    seed = (config or DDPMConfig()).seed
+    default = os.path.join("runs", f"ddpm-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    config, run_dir = prepare_run_dir(DDPMConfig, config, run_dir, resume, default)
+    x_train, _, _, _ = load_training_images(config)
+    trainer = make_ddpm_trainer(config, x_train)
+    compiled = {}
+
+    def train_fn(n):
+        if n not in compiled:
+            compiled[n] = jax.jit(lambda s: trainer.train_chunk(s, n), donate_argnums=0)
+        return compiled[n]
+
+    def after_chunk(state, chunk, m, dt, total_seconds):
+        n = m["loss"].shape[0]
+        row = dict(
+            chunk=chunk,
+            iteration=int(state.step),
+            loss=float(m["loss"].mean()),
+            iterations_per_sec=n / dt,
+            train_seconds=total_seconds,
+        )
+        if progress:
+            print(
+                f"ddpm: step {row['iteration']}/{config.iterations} loss {row['loss']:.4f} "
+                f"({row['iterations_per_sec']:.1f} steps/s)",
+                flush=True,
+            )
+        return [row]
+
+    loop = drive_chunks(
+        run_dir,
+        trainer.init(jax.random.PRNGKey(config.seed)),
+        chunk_sizes(config.iterations, config.eval_every),
+        train_fn,
+        after_chunk,
+        resume=resume is not None,
+        max_chunks=max_chunks,
+        checkpoint_every=config.checkpoint_every,
+    )
+    results = {}
+    if not loop.interrupted:
+        results = dict(
+            iterations=int(loop.state.step),
+            train_seconds=loop.train_seconds,
+            final_loss=float(loop.rows[-1]["loss"]) if loop.rows else float("nan"),
+        )
+        if config.sample_count:
+            path = os.path.join(run_dir, "samples.png")
+            samples = sample_images(
+                trainer,
+                loop.state.ema_params,
+                config.sample_count,
+                config.sampler,
+                config.sample_steps,
+                seed=config.seed,
+            )
+            save_grid(samples, path)
+            results["samples_png"] = path
+        with open(os.path.join(run_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    return DDPMRun(run_dir, results, loop.rows, loop.interrupted, loop.state)
+
+
+def sample_images(trainer, params, n, sampler="ddpm", steps=50, seed=0, batch_size=256):
+    """n samples [n, H, W, C] in [-1, 1] from `params`, drawn in jitted batches."""
+    fn = jax.jit(trainer.sample, static_argnums=(2, 3, 4))
+    out, key = [], jax.random.PRNGKey(seed)
+    for i in range(0, n, batch_size):
+        key, k = jax.random.split(key)
+        out.append(np.asarray(fn(params, k, min(batch_size, n - i), sampler, steps)))
+    return np.concatenate(out)
+
+
+def save_grid(images: np.ndarray, path: str) -> None:
+    """A square-ish grid PNG of NHWC images in [-1, 1]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    imgs = to_uint8(images)
+    n, H, W, C = imgs.shape
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = np.zeros((rows * (H + 1) + 1, cols * (W + 1) + 1, C), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[1 + r * (H + 1) : 1 + r * (H + 1) + H, 1 + c * (W + 1) : 1 + c * (W + 1) + W] = imgs[i]
+    plt.imsave(path, grid[..., 0] if C == 1 else grid, cmap="gray" if C == 1 else None)
+
+
+def sample_from_run(
+    run_dir: str,
+    n: int = 64,
+    sampler: str = "ddpm",
+    steps: int = 50,
+    seed: int = 0,
+    out: str | None = None,
+) -> tuple[str, np.ndarray]:
+    """Load a run's newest checkpoint and write a grid of n samples (EMA parameters).
+
+    Returns:
+      (the PNG's path, the samples [n, H, W, C] in [-1, 1]).
+    """
+    from rlax_zoo import config as config_lib
+
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"run: {run_dir!r} is not a run folder (no config.json)")
+    with open(path) as f:
+        config = config_lib.from_json(DDPMConfig, f.read())
+    if n < 1:
+        raise ConfigError(f"n: must be >= 1, got {n}")
+    if sampler not in ("ddpm", "ddim"):
+        raise ConfigError(f"sampler: must be 'ddpm' or 'ddim', got {sampler!r}")
+    if not 1 <= steps <= config.num_steps:
+        raise ConfigError(f"steps: must be in [1, {config.num_steps}], got {steps}")
+    x_train, _, _, _ = load_training_images(config)
+    trainer = make_ddpm_trainer(config, x_train)
+    template = trainer.init(jax.random.PRNGKey(config.seed))
+    restored, _, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
+        lambda meta: {"state": template}
+    )
+    params = jax.tree.map(jnp.asarray, restored["state"].ema_params)
+    samples = sample_images(trainer, params, n, sampler, steps, seed)
+    out = out or os.path.join(run_dir, f"samples-{sampler}-{n}.png")
+    save_grid(samples, out)
+    return out, samples

@@ -1,4 +1,4 @@
-"""Generative models (DDPM, latent diffusion, the disguise attack).
-
-Filled in by later issues; nothing is exported yet.
-"""
+"""Generative models: DDPM primitives (`diffusion.ddpm`), the U-Net (`diffusion.unet`),
+training and sampling run folders (`diffusion.train`), image sets (`diffusion.data`) and the
+classifier-feature Frechet distance (`diffusion.metrics`). Latent diffusion and the disguise
+attack come with a later part of the same issue."""

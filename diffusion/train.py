@@ -34,7 +34,7 @@ from diffusion.ddpm import (
 from diffusion.unet import UNet
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
 from rlax_zoo.config import ConfigError, option
-from rlax_zoo.runner import chunk_sizes, drive_chunks, prepare_run_dir
+from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,16 +181,8 @@ def load_training_images(config: DDPMConfig):
 
 
 @dataclasses.dataclass
-class DDPMRun:
-    run_dir: str
-    results: dict
-    metrics: list[dict]
-    interrupted: bool
-    state: TrainState
-
-    def summary(self) -> str:
-        if self.interrupted:
-            return f"interrupted (resume with --resume {self.run_dir})"
+class DDPMRun(ChunkRun):
+    def describe(self) -> str:
         r = self.results
         return (
             f"done in {r['train_seconds']:.0f} s: {r['iterations']} steps, final loss "

@@ -336,6 +336,25 @@ def chunk_sizes(total: int, every: int) -> list[int]:
 
 
 @dataclasses.dataclass
+class ChunkRun:
+    """What a chunked (non-environment) run returns; `describe()` words finished results."""
+
+    run_dir: str
+    results: dict  # empty when interrupted
+    metrics: list[dict]
+    interrupted: bool
+    state: Any
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        if self.interrupted:
+            return f"interrupted (resume with --resume {self.run_dir})"
+        return self.describe()
+
+
+@dataclasses.dataclass
 class ChunkLoop:
     state: Any
     rows: list[dict]

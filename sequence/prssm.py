@@ -166,16 +166,20 @@ def q_sqrt(params: PRSSMParams) -> jax.Array:
     return lower + jnp.exp(params.q_log_diag)[..., None] * jnp.eye(P)
 
 
-def transition_gps(params: PRSSMParams, jitter: float = 1e-5) -> SparseGPCache:
-    """The D_x transition GPs factorised once (leaves with a leading [Dx] axis)."""
-    return jax.vmap(sparse_gp_precompute, in_axes=(0, 0, 0, 0, 0, None))(
+def _gp_args(params: PRSSMParams) -> tuple:
+    """(zeta, q_mu, q_sqrt, variance, lengthscales) of the D_x GPs, each with a [Dx] axis."""
+    return (
         params.zeta,
         params.q_mu,
         q_sqrt(params),
         jnp.exp(2 * params.log_kernel_std),
         jnp.exp(params.log_lengthscales),
-        jitter,
     )
+
+
+def transition_gps(params: PRSSMParams, jitter: float = 1e-5) -> SparseGPCache:
+    """The D_x transition GPs factorised once (leaves with a leading [Dx] axis)."""
+    return jax.vmap(sparse_gp_precompute, in_axes=(0, 0, 0, 0, 0, None))(*_gp_args(params), jitter)
 
 
 def transition_moments(
@@ -279,16 +283,7 @@ def elbo_terms(
     reduce = jnp.mean if config.sample_reduction == "mean" else jnp.sum
     loglik = data_scale * jnp.sum(reduce(logp_BHS, -1))
     kl_x1 = data_scale * jnp.sum(gaussian_kl_to_standard(mean_BX, std_BX))
-    kl_z = jnp.sum(
-        jax.vmap(_kl_z, in_axes=(0, 0, 0, 0, 0, None))(
-            params.zeta,
-            params.q_mu,
-            q_sqrt(params),
-            jnp.exp(2 * params.log_kernel_std),
-            jnp.exp(params.log_lengthscales),
-            jitter,
-        )
-    )
+    kl_z = jnp.sum(jax.vmap(_kl_z, in_axes=(0, 0, 0, 0, 0, None))(*_gp_args(params), jitter))
     return dict(elbo=loglik - kl_z - kl_x1, loglik=loglik, kl_z=kl_z, kl_x1=kl_x1)
 
 

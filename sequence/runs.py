@@ -21,23 +21,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlax_zoo.runner import chunk_sizes, drive_chunks, prepare_run_dir
+from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 from sequence.prssm import PRSSMConfig, make_prssm_trainer
 from sequence.sysid import gaussian_metrics, load_sysid_csv
 
 
 @dataclasses.dataclass
-class PRSSMRun:
-    run_dir: str
-    results: dict  # final test metrics (see module doc); empty when interrupted
-    metrics: list[dict]
-    interrupted: bool
-    state: object  # TrainState with a leading seed axis
-    prediction: tuple[np.ndarray, np.ndarray] | None  # (mean, var) [seeds, T, Dy], original units
+class PRSSMRun(ChunkRun):
+    """results: the final test metrics (see module doc); state has a leading seed axis."""
 
-    def summary(self) -> str:
-        if self.interrupted:
-            return f"interrupted (resume with --resume {self.run_dir})"
+    prediction: tuple[np.ndarray, np.ndarray] | None = None  # (mean, var) [seeds, T, Dy]
+
+    def describe(self) -> str:
         r = self.results
         return (
             f"done in {r['train_seconds']:.0f} s: test RMSE {r['rmse_mean']:.4f} "

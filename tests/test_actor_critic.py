@@ -171,7 +171,7 @@ def test_reward_shaping_wrapper_trains_on_shaped_and_logs_env_reward(tmp_path):
         return ac.make_a2c(config, shape_vec_env(env, phi, config.discount))
 
     shaped = runner.run("a2c", build_shaped, cfg, run_dir=str(tmp_path / "b"), **kw)
-    lengths = [int(r["length"]) for r in runner._read_csv(str(tmp_path / "b" / "episodes.csv"))]
+    lengths = [int(r["length"]) for r in runner.read_csv(str(tmp_path / "b" / "episodes.csv"))]
     assert shaped.episode_returns[0] == [float(n) for n in lengths]
     diff = max(
         float(jnp.max(jnp.abs(a - b)))

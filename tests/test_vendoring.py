@@ -17,6 +17,8 @@ PRIMITIVES = [
     "rlax_zoo/shaping.py",
     "rlax_zoo/vtrace.py",
     "sequence/gp.py",
+    "diffusion/ddpm.py",
+    "diffusion/unet.py",
 ]
 
 

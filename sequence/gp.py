@@ -8,7 +8,7 @@ parameters.
 
 Papers: Rasmussen & Williams 2006 (eq. 2.31, the SE kernel with ARD length-scales);
 Titsias 2009 and Hensman et al. 2013 (the sparse variational GP); Doerr et al. 2018,
-"Probabilistic Recurrent State-Space Models", Section 3.2 (the sparse GP predictive mean
+"Probabilistic Recurrent State-Space Models", background on sparse GPs (the predictive mean
 and variance used by PR-SSM's transition model).
 """
 
@@ -26,7 +26,7 @@ def se_kernel(
     """Squared-exponential kernel with one length-scale per input dimension (ARD).
 
     k(x, x') = variance * exp(-0.5 * sum_d (x_d - x'_d)^2 / l_d^2)
-    (Rasmussen & Williams 2006, eq. 2.31 with ARD; Doerr et al. 2018, Section 3.1).
+    (Rasmussen & Williams 2006, eq. 2.31 with ARD; Doerr et al. 2018, background on GPs).
 
     Args:
       x1_ND: [N, D] inputs.
@@ -129,7 +129,7 @@ def sparse_gp_conditional(
     q(z) = N(q_mu, S), S = q_sqrt q_sqrt^T, the marginal over z is
         mean(x) = a^T q_mu,
         var(x)  = k(x, x) - a^T K a + a^T S a
-    (Titsias 2009; Hensman et al. 2013, eq. 7; Doerr et al. 2018, Section 3.2 and the
+    (Titsias 2009; Hensman et al. 2013, eq. 7; Doerr et al. 2018, background on sparse GPs, and the
     marginal q(f_t | x_{t-1}) used in their eq. (19)). Zero prior mean: add a mean
     function to the returned mean yourself. To predict many times with the same
     parameters (inside a scan over time), call `sparse_gp_precompute` once and

@@ -186,7 +186,7 @@ def transition_moments(
     gps: SparseGPCache, x_SX: jax.Array, u_SU: jax.Array, mean_function: str = "identity"
 ) -> tuple[jax.Array, jax.Array]:
     """Mean and variance of f_t given x_{t-1}, u_{t-1}, with z marginalised under q(z_d)
-    (Doerr et al. 2018, eq. (19)'s one-step marginal; sparse GP of Section 3.2).
+    (Doerr et al. 2018, eq. (19)'s one-step marginal; the sparse GP of `sequence.gp`).
 
     Args:
       gps: `transition_gps(params)`.
@@ -302,7 +302,7 @@ def free_simulation(
     num_samples: int,
 ) -> tuple[jax.Array, jax.Array]:
     """Predict y_{1:T} from u_{1:T} alone after q(x_1) is inferred from the first W steps
-    (the paper's free simulation, Section 6.1 and Figure 4).
+    (the free simulation of the paper's benchmark experiments and Figure 4).
 
     Args:
       u_TU: [T, Du] inputs; y_window_WY: [W, Dy] the first W measured outputs.
@@ -324,7 +324,7 @@ def free_simulation(
 
 
 def init_params(key: jax.Array, config: PRSSMConfig, Du: int, Dy: int) -> PRSSMParams:
-    """Initial parameters (the authors' benchmark initialisation, Section 6.1)."""
+    """Initial parameters (the initialisation of the authors' benchmark script)."""
     X, P = config.latent_dim, config.num_inducing
     k_zeta, k_recog = jax.random.split(key)
     r = config.inducing_range

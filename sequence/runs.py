@@ -50,7 +50,7 @@ def run_prssm(
     plot: bool = True,
 ) -> PRSSMRun:
     """Train PR-SSM on `config.data` in a run folder and evaluate it by free simulation of
-    the test part (Doerr et al. 2018, Section 6.1); see the module doc for the folder.
+    the test part (Doerr et al. 2018, benchmark experiments); see the module doc for the folder.
 
     Args:
       config: PRSSMConfig (ignored when resuming: the run's own is used).

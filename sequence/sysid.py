@@ -4,7 +4,7 @@ protocol's normalisation, and a linear ARX baseline.
 A record is a CSV with a header row, the input columns first (names starting with "u"),
 then the output columns (names starting with "y"), one row per time step; any such file
 works (`../shared/data/sysid/SOURCES.md` describes the benchmark's five). The protocol of
-Doerr et al. 2018 (Section 6.1) and their code: z-score inputs and outputs with the mean
+Doerr et al. 2018 (benchmark experiments) and their code: z-score inputs and outputs with the mean
 and std of the TRAINING part, train on the first part, freely simulate the test part and
 report the RMSE of the predictive mean in the data's original units.
 """

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlax_zoo.config import ConfigError
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 from sequence.prssm import PRSSMConfig, make_prssm_trainer
 from sequence.sysid import gaussian_metrics, load_sysid_csv
@@ -66,6 +67,11 @@ def run_prssm(
     config, run_dir = prepare_run_dir(PRSSMConfig, config, run_dir, resume, default)
     data = load_sysid_csv(config.data, config.split)
     u_tr, y_tr, u_te, y_te = data.normalized()
+    if len(u_te) < config.recognition_window:
+        raise ConfigError(
+            f"recognition_window: the test part has only {len(u_te)} rows, fewer than "
+            f"recognition_window ({config.recognition_window}); move --split or shorten it"
+        )
     trainer = make_prssm_trainer(config, u_tr, y_tr)
     seeds = config.num_seeds
     keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)  # raw keys: orbax-friendly

@@ -242,3 +242,15 @@ def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):
         assert len(json.load(f)["per_seed"]) == 1
     assert cli.main(["train", "prssm", "--data", str(tmp_path / "nope.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    short_test = [
+        "train",
+        "prssm",
+        "--data",
+        path,
+        "--split",
+        "195",
+        "--run-dir",
+        str(tmp_path / "short"),
+    ]
+    assert cli.main(short_test) == 2
+    assert "recognition_window" in capsys.readouterr().err

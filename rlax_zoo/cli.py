@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             path, _ = sample_from_run(
                 args.run, args.n, args.sampler, args.steps, args.seed, args.out
             )
-        except (config_lib.ConfigError, CheckpointError) as e:
+        except (config_lib.ConfigError, CheckpointError, ImageDataError) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2
         print(f"wrote {args.n} samples to {os.path.abspath(path)}")

@@ -299,3 +299,22 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     assert "steps" in capsys.readouterr().err
     assert cli.main(["train", "ddpm", "--data", str(tmp_path / "none.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_ema_warm_up_forgets_the_initial_weights(tmp_path):
+    """Step n averages with decay min(ema_decay, (1 + n) / (10 + n)): 0.1 at the first step."""
+    from diffusion.data import load_npz_images
+    from diffusion.train import DDPMConfig, make_ddpm_trainer
+
+    x, _ = load_npz_images(bars_dataset(str(tmp_path / "bars.npz")))
+    trainer = make_ddpm_trainer(DDPMConfig(**TINY, iterations=1), x)
+    state = trainer.init(jax.random.PRNGKey(0))
+    init = jax.tree.map(np.asarray, state.ema_params)
+    new, _ = trainer.train_chunk(state, 1)
+    for e0, p1, e1 in zip(
+        jax.tree.leaves(init),
+        jax.tree.leaves(new.params),
+        jax.tree.leaves(new.ema_params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(e1), 0.1 * e0 + 0.9 * np.asarray(p1), atol=1e-6)

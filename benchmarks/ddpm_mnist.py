@@ -29,7 +29,6 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import machine_line  # noqa: E402
-from benchmarks.prssm_sysid import parse_sets  # noqa: E402
 from diffusion.metrics import classifier_features, frechet_distance, train_classifier  # noqa: E402
 from diffusion.train import (  # noqa: E402
     DDPMConfig,
@@ -74,7 +73,8 @@ def main() -> None:
     print("machine: " + machine_line())
     run_dir = args.run
     if run_dir is None:
-        cfg = dataclasses.replace(DDPMConfig(sample_count=0), **parse_sets(args.set))
+        overrides = config_lib.parse_overrides(DDPMConfig, args.set)
+        cfg = dataclasses.replace(DDPMConfig(sample_count=0), **overrides)
         run_dir = os.path.join(args.root, f"ddpm-{time.time():.0f}")
         run_ddpm(cfg, run_dir=run_dir, progress=True)
     config, trainer, params, results = load_run(run_dir)

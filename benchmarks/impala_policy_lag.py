@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import os
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import trailing_means  # noqa: E402
+from rlax_zoo import config as config_lib
 from rlax_zoo import runner  # noqa: E402
 from rlax_zoo.agents import impala  # noqa: E402
 
@@ -54,13 +54,7 @@ def main() -> None:
     print("command: python " + " ".join(sys.argv))
     root = args.out or tempfile.mkdtemp(prefix="impala_lag_")
     grid = np.linspace(0, args.steps, 101)[1:]
-    fields = {f.name: f.type for f in dataclasses.fields(impala.ImpalaConfig)}
-    overrides = {}
-    for item in args.set:
-        name, value = item.split("=", 1)
-        overrides[name] = {"float": float, "int": int, "bool": lambda v: v == "True"}.get(
-            fields[name], str
-        )(value)
+    overrides = config_lib.parse_overrides(impala.ImpalaConfig, args.set)
     results = {}
     for lag in args.lags:
         for correction in impala.CORRECTIONS:

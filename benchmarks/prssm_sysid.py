@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from rlax_zoo import config as config_lib  # noqa: E402
 from sequence.prssm import PRSSMConfig  # noqa: E402
 from sequence.runs import plot_free_simulation, run_prssm  # noqa: E402
 from sequence.sysid import load_sysid_csv, select_arx, simulate_arx  # noqa: E402
@@ -40,23 +41,6 @@ PAPER = {
     "ballbeam": (0.073, 0.087, "NIGP"),
     "dryer": (0.140, 0.146, "MSGP"),
 }
-
-
-def parse_sets(items):
-    cfg_types = {f.name: f.type for f in dataclasses.fields(PRSSMConfig)}
-    out = {}
-    for item in items:
-        name, value = item.split("=", 1)
-        kind = cfg_types[name]
-        if kind in ("bool", bool):
-            out[name] = value.lower() in ("1", "true", "yes")
-        elif kind in ("int", int):
-            out[name] = int(value)
-        elif kind in ("float", float):
-            out[name] = float(value)
-        else:
-            out[name] = value
-    return out
 
 
 def arx_baseline(data):
@@ -78,7 +62,7 @@ def main() -> None:
     args = p.parse_args()
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
-    overrides = parse_sets(args.set)
+    overrides = config_lib.parse_overrides(PRSSMConfig, args.set)
     summary = {}
     for name in args.datasets.split(","):
         path = os.path.join(args.data_dir, f"{name}.csv")

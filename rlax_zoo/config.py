@@ -142,6 +142,27 @@ def from_args(cls, namespace: argparse.Namespace, base=None):
     return dataclasses.replace(base, **updates)
 
 
+def parse_overrides(cls, items: list[str]) -> dict[str, Any]:
+    """`["field=value", ...]` (a benchmark's --set flags) -> {field: value typed as the
+    dataclass `cls` declares it}; an unknown field raises ConfigError naming it."""
+    types = _field_types(cls)
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in types:
+            raise ConfigError(
+                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}"
+            )
+        kind = types[name]
+        if kind is bool:
+            out[name] = text.strip().lower() in ("1", "true", "yes")
+        elif typing.get_origin(kind) is tuple:
+            out[name] = _parse_tuple(text)
+        else:
+            out[name] = kind(text)
+    return out
+
+
 def to_json(config) -> str:
     return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
 

@@ -254,3 +254,12 @@ def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):
     ]
     assert cli.main(short_test) == 2
     assert "recognition_window" in capsys.readouterr().err
+
+
+def test_benchmark_overrides_are_typed_by_the_config():
+    from rlax_zoo.config import parse_overrides
+
+    out = parse_overrides(PRSSMConfig, ["seq_len=50", "shared_noise=true", "lr_schedule=constant"])
+    assert out == {"seq_len": 50, "shared_noise": True, "lr_schedule": "constant"}
+    with pytest.raises(ConfigError, match="nope"):
+        parse_overrides(PRSSMConfig, ["nope=1"])

@@ -76,6 +76,13 @@ METHODS = {
         aliases={},
         driver="diffusion.train:run_ddpm",
     ),
+    "autoencoder": Method(
+        config_cls=_config("diffusion.latent:AutoencoderConfig"),
+        build="",
+        help="The autoencoder (E, D) of a latent diffusion model (Rombach et al. 2022).",
+        aliases={},
+        driver="diffusion.latent:run_autoencoder",
+    ),
 }
 _ASYNC = {
     "async-q": ("AsyncQConfig", "Asynchronous one-step Q-learning (Mnih et al. 2016, Alg. 1)."),
@@ -134,6 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=int, default=50, help="DDIM network calls (default: 50).")
     sample.add_argument("--seed", type=int, default=0, help="Sampling seed (default: 0).")
     sample.add_argument("--out", default=None, help="PNG path (default: in the run folder).")
+    disguise = sub.add_parser(
+        "disguise",
+        help="Disguises of a copyrighted image (Lu et al. 2024, Algorithm 1) against a trained "
+        "autoencoder: look like the base images, encode like the copyrighted one.",
+    )
+    disguise.add_argument(
+        "--autoencoder", required=True, metavar="RUN_DIR", help="A train autoencoder run."
+    )
+    disguise.add_argument("--copyrighted", required=True, metavar="IMG", help="PNG or .npy.")
+    disguise.add_argument("--base", required=True, nargs="+", metavar="IMG", help="PNG or .npy.")
+    disguise.add_argument("--out", default="disguises", help="Output folder (default: disguises).")
+    disguise.add_argument("--alpha", type=float, default=0.0, help="Weight of D1 (default: 0).")
+    disguise.add_argument(
+        "--gamma-1", type=float, default=4 / 10**2.5, help="D1 threshold (default: PSNR 25 dB)."
+    )
+    disguise.add_argument(
+        "--gamma-2",
+        type=float,
+        default=None,
+        help="D2 threshold (default: a quarter of the median same-class latent distance).",
+    )
+    disguise.add_argument("--learning-rate", type=float, default=0.01, help="Default: 0.01.")
+    disguise.add_argument("--max-steps", type=int, default=1000, help="Default: 1000.")
+    disguise.add_argument(
+        "--linf-radius", type=float, default=0.112, help="L-inf ball radius (<= 0: none)."
+    )
+    disguise.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
     return parser
 
 
@@ -150,6 +184,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2
         print(f"wrote {args.n} samples to {os.path.abspath(path)}")
+        return 0
+    if args.command == "disguise":
+        from diffusion.latent import run_disguise
+
+        try:
+            report = run_disguise(
+                args.autoencoder,
+                args.copyrighted,
+                args.base,
+                args.out,
+                alpha=args.alpha,
+                gamma_1=args.gamma_1,
+                gamma_2=args.gamma_2,
+                learning_rate=args.learning_rate,
+                max_steps=args.max_steps,
+                linf_radius=args.linf_radius if args.linf_radius > 0 else None,
+                optimizer=args.optimizer,
+            )
+        except (ValueError, CheckpointError) as e:  # ImageDataError and ConfigError included
+            print(f"rlax-zoo: error: {e}", file=sys.stderr)
+            return 2
+        for k, base in enumerate(report["bases"]):
+            print(
+                f"{base}: PSNR {report['psnr'][k]:.1f} dB, D2 {report['d2'][k]:.4f} (base "
+                f"{report['base_d2'][k]:.4f}), thresholds reached: {report['reached'][k]}"
+            )
+        print(f"disguises in {os.path.abspath(args.out)}")
         return 0
     if args.command == "train":
         method = METHODS[args.method]

@@ -19,6 +19,8 @@ PRIMITIVES = [
     "sequence/gp.py",
     "diffusion/ddpm.py",
     "diffusion/unet.py",
+    "diffusion/autoencoder.py",
+    "diffusion/disguise.py",
 ]
 
 

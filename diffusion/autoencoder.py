@@ -1,0 +1,104 @@
+"""The image autoencoder of a latent diffusion model (Rombach et al. 2022, Sec. 3), sized for a
+CPU: a convolutional encoder E that maps an image x [H, W, C] to a latent z = E(x) of
+[H / 2^k, W / 2^k, latent_channels] and a decoder D with D(E(x)) ~ x.
+
+The latent diffusion model of `diffusion.latent` trains DDPM on z / scale (the latents'
+standard deviation, as Rombach et al. do with their "scale factor"); the disguise attack of
+`diffusion.disguise` (Lu et al. 2024) optimises images against E.
+
+Rombach et al. regularise the latent with a small KL term (a VAE) or vector quantisation;
+here the encoder is deterministic and `latent_penalty` (an L2 term on z, weight 1e-4 by
+default) plays the role of their KL weight (1e-6 against a perceptual loss): it keeps the
+latents at a bounded scale without blurring the reconstructions.
+
+This file is vendorable: it imports only jax and flax.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class Encoder(nn.Module):
+    """E: images [B, H, W, C] -> latents [B, H / 2^k, W / 2^k, latent_channels], k = len(widths).
+
+    A 3x3 convolution, then one stride-2 4x4 convolution per entry of `widths` (each halves
+    the sides), a 3x3 convolution and a 1x1 projection to the latent channels; swish between.
+    """
+
+    widths: tuple[int, ...] = (32, 64)
+    latent_channels: int = 4
+
+    @nn.compact
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        if x_BHWC.ndim != 4:
+            raise ValueError(f"x_BHWC: must be [B, H, W, C], got shape {x_BHWC.shape}")
+        h = nn.swish(nn.Conv(self.widths[0], (3, 3))(x_BHWC))
+        for width in self.widths:
+            h = nn.swish(nn.Conv(width, (4, 4), strides=(2, 2))(h))
+        h = nn.swish(nn.Conv(self.widths[-1], (3, 3))(h))
+        return nn.Conv(self.latent_channels, (1, 1))(h)
+
+
+class Decoder(nn.Module):
+    """D: latents [B, h, w, latent_channels] -> images [B, h 2^k, w 2^k, out_channels].
+
+    The mirror of `Encoder`: a 3x3 convolution, then per width (in reverse) a nearest-neighbour
+    2x upsampling and a 3x3 convolution, and a 3x3 convolution to the image channels (linear
+    output; images live in [-1, 1]).
+    """
+
+    widths: tuple[int, ...] = (32, 64)
+    out_channels: int = 1
+
+    @nn.compact
+    def __call__(self, z_BhwL: jax.Array) -> jax.Array:
+        if z_BhwL.ndim != 4:
+            raise ValueError(f"z_BhwL: must be [B, h, w, L], got shape {z_BhwL.shape}")
+        h = nn.swish(nn.Conv(self.widths[-1], (3, 3))(z_BhwL))
+        for width in reversed(self.widths):
+            B, H, W, C = h.shape
+            h = jax.image.resize(h, (B, 2 * H, 2 * W, C), "nearest")
+            h = nn.swish(nn.Conv(width, (3, 3))(h))
+        return nn.Conv(self.out_channels, (3, 3))(h)
+
+
+class Autoencoder(nn.Module):
+    """E and D together: `apply(params, x)` reconstructs, `method=encode` / `decode` split them.
+
+    Shapes: x [B, H, W, C] with H and W divisible by 2^len(widths); z [B, H / 2^k, W / 2^k,
+    latent_channels].
+    """
+
+    widths: tuple[int, ...] = (32, 64)
+    latent_channels: int = 4
+    out_channels: int = 1
+
+    def setup(self):
+        self.encoder = Encoder(self.widths, self.latent_channels)
+        self.decoder = Decoder(self.widths, self.out_channels)
+
+    def encode(self, x_BHWC: jax.Array) -> jax.Array:
+        return self.encoder(x_BHWC)
+
+    def decode(self, z_BhwL: jax.Array) -> jax.Array:
+        return self.decoder(z_BhwL)
+
+    def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(reconstruction D(E(x)) [B, H, W, C], latent E(x))."""
+        z = self.encode(x_BHWC)
+        return self.decode(z), z
+
+
+def autoencoder_loss(
+    model: Autoencoder, params, x_BHWC: jax.Array, latent_penalty: float = 1e-4
+) -> tuple[jax.Array, dict]:
+    """Mean squared reconstruction error ||D(E(x)) - x||^2 (per pixel) plus
+    latent_penalty * mean z^2 (Rombach et al. 2022, Sec. 3, with an L2 term in place of their
+    small KL weight). Returns (loss, {"reconstruction": mse, "latent_rms": sqrt(mean z^2)})."""
+    recon, z = model.apply({"params": params}, x_BHWC)
+    mse = jnp.mean((recon - x_BHWC) ** 2)
+    z2 = jnp.mean(z**2)
+    return mse + latent_penalty * z2, {"reconstruction": mse, "latent_rms": jnp.sqrt(z2)}

@@ -1,0 +1,58 @@
+"""The "copyrighted" symbol of the disguise experiment (Lu et al. 2024, Sec. 6, the symbol
+case, at MNIST scale) and its detector.
+
+The symbol is a 7x7 hollow square with a centre dot stamped bright into the top-left corner
+of a 28x28 digit, where no MNIST digit has ink. `add_symbol` stamps it; `symbol_score` is the
+mean brightness of the symbol's pixels minus that of the other pixels of its 7x7 patch
+(images in [-1, 1]: about 2 for a clean stamp, about 0 for a blank corner), and
+`has_symbol` thresholds it. `tests/test_disguise.py` and `benchmarks/disguise_mnist.py`
+validate the detector on held-out digits with and without the stamp, before and after the
+autoencoder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SYMBOL = np.array(
+    [
+        [1, 1, 1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 0, 1, 0, 0, 1],
+        [1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 0, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1],
+    ],
+    bool,
+)
+ORIGIN = (1, 1)  # top-left pixel of the 7x7 patch
+THRESHOLD = 1.0
+
+
+def _patch(images: np.ndarray) -> np.ndarray:
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[1] < ORIGIN[0] + 7 or x.shape[2] < ORIGIN[1] + 7:
+        raise ValueError(f"images: must be [N, H, W, C] with H, W >= 8, got shape {x.shape}")
+    r, c = ORIGIN
+    return x[:, r : r + 7, c : c + 7, :].mean(-1)
+
+
+def add_symbol(images: np.ndarray, value: float = 1.0) -> np.ndarray:
+    """A copy of images [N, H, W, C] (in [-1, 1]) with the symbol's pixels set to `value`."""
+    _patch(images)
+    out = np.array(images, np.float32, copy=True)
+    r, c = ORIGIN
+    out[:, r : r + 7, c : c + 7, :][:, SYMBOL, :] = value
+    return out
+
+
+def symbol_score(images: np.ndarray) -> np.ndarray:
+    """[N]: mean of the symbol's pixels minus mean of the rest of its 7x7 patch."""
+    p = _patch(images)
+    return p[:, SYMBOL].mean(-1) - p[:, ~SYMBOL].mean(-1)
+
+
+def has_symbol(images: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """[N] bool: symbol_score >= threshold."""
+    return symbol_score(images) >= threshold

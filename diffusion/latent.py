@@ -29,7 +29,7 @@ import optax
 
 from diffusion.autoencoder import Autoencoder, autoencoder_loss
 from diffusion.data import ImageDataError, class_split, load_npz_images, to_model_range
-from diffusion.train import DDPMConfig, make_ddpm_trainer, sample_images
+from diffusion.train import DDPMConfig, chunk_logger, make_ddpm_trainer, sample_images
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
 from rlax_zoo.config import ConfigError, option
@@ -178,30 +178,12 @@ def run_autoencoder(
     x_train, _, x_test, _ = load_images(config)
     model, init, train_chunk = make_autoencoder_trainer(config, x_train)
 
-    def after_chunk(state, chunk, m, dt, total_seconds):
-        n = m["reconstruction"].shape[0]
-        row = dict(
-            chunk=chunk,
-            iteration=int(state.step),
-            reconstruction=float(m["reconstruction"].mean()),
-            latent_rms=float(m["latent_rms"].mean()),
-            iterations_per_sec=n / dt,
-            train_seconds=total_seconds,
-        )
-        if progress:
-            print(
-                f"autoencoder: step {row['iteration']}/{config.iterations} reconstruction MSE "
-                f"{row['reconstruction']:.5f} ({row['iterations_per_sec']:.1f} steps/s)",
-                flush=True,
-            )
-        return [row]
-
     loop = drive_chunks(
         run_dir,
         init(jax.random.PRNGKey(config.seed)),
         chunk_sizes(config.iterations, config.eval_every),
         lambda n: lambda s: train_chunk(s, n),
-        after_chunk,
+        chunk_logger("autoencoder", config.iterations, "reconstruction", progress),
         resume=resume is not None,
         max_chunks=max_chunks,
         checkpoint_every=config.checkpoint_every,

@@ -27,7 +27,9 @@ SYMBOL = np.array(
     bool,
 )
 ORIGIN = (1, 1)  # top-left pixel of the 7x7 patch
-THRESHOLD = 1.0
+# Validated by benchmarks/disguise_mnist.py: clean digits score at most about 0.3, stamps
+# decoded by the autoencoder at least about 0.5 (a clean stamp scores 2).
+THRESHOLD = 0.45
 
 
 def _patch(images: np.ndarray) -> np.ndarray:

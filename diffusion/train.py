@@ -223,29 +223,12 @@ def run_ddpm(
     def train_fn(n):
         return lambda s: trainer.train_chunk(s, n)
 
-    def after_chunk(state, chunk, m, dt, total_seconds):
-        n = m["loss"].shape[0]
-        row = dict(
-            chunk=chunk,
-            iteration=int(state.step),
-            loss=float(m["loss"].mean()),
-            iterations_per_sec=n / dt,
-            train_seconds=total_seconds,
-        )
-        if progress:
-            print(
-                f"ddpm: step {row['iteration']}/{config.iterations} loss {row['loss']:.4f} "
-                f"({row['iterations_per_sec']:.1f} steps/s)",
-                flush=True,
-            )
-        return [row]
-
     loop = drive_chunks(
         run_dir,
         trainer.init(jax.random.PRNGKey(config.seed)),
         chunk_sizes(config.iterations, config.eval_every),
         train_fn,
-        after_chunk,
+        chunk_logger("ddpm", config.iterations, "loss", progress),
         resume=resume is not None,
         max_chunks=max_chunks,
         checkpoint_every=config.checkpoint_every,
@@ -272,6 +255,26 @@ def run_ddpm(
         with open(os.path.join(run_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return DDPMRun(run_dir, results, loop.rows, loop.interrupted, loop.state)
+
+
+def chunk_logger(label: str, total: int, shown: str, progress: bool):
+    """An `after_chunk` for `drive_chunks`: one metrics.csv row per chunk with the chunk's mean
+    of every metric, steps/s and the training time; prints `shown` when `progress`."""
+
+    def after_chunk(state, chunk, metrics, dt, total_seconds):
+        n = len(next(iter(metrics.values())))
+        row = dict(chunk=chunk, iteration=int(state.step))
+        row.update({k: float(np.mean(v)) for k, v in metrics.items()})
+        row.update(iterations_per_sec=n / dt, train_seconds=total_seconds)
+        if progress:
+            print(
+                f"{label}: step {row['iteration']}/{total} {shown} {row[shown]:.5f} "
+                f"({row['iterations_per_sec']:.1f} steps/s)",
+                flush=True,
+            )
+        return [row]
+
+    return after_chunk
 
 
 def sample_images(trainer, params, n, sampler="ddpm", steps=50, seed=0, batch_size=256):

@@ -1,0 +1,214 @@
+"""Issue 6, the disguise attack at MNIST scale (Lu et al. 2024, the symbol case).
+
+    python benchmarks/disguise_mnist.py [--autoencoder RUN_DIR] [--psnr 25 20 17 14]
+        [--ldm-iterations 3000] [--samples 500]
+
+1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
+2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
+   through the autoencoder (the latent model's samples are decoded, so decoded stamps must be
+   detected).
+3. x_c: the first test digit with the symbol stamped in its corner. Bases: 100 clean training
+   digits (10 per class) that the clean set below does not contain. Disguises by Algorithm 1
+   (alpha 0, Adam, D1 ball at each PSNR floor, gamma_2 a quarter of the same-class distance
+   so that each floor shows how far the budget goes), reported against the bars: PSNR against x_b,
+   latent distance D2 to E(x_c) against the median D2 of two clean test digits of one class.
+4. Detection: step 1 scores -D2(E(x), E(x_c)) on 1000 clean test digits against the
+   disguises (ROC AUROC); step 2 the revelation D(E(x)) compared with x_c (D1, and whether
+   the symbol detector fires on it).
+5. The latent diffusion experiment for the disguises of the first PSNR floor: a latent DDPM on
+   1000 clean digits + 100 disguises x 20, a control on the 1000 clean digits, and a
+   positive control on 1000 clean + 100 copies of x_c x 20 (direct infringement); the
+   fraction of `--samples` decoded samples with the symbol for each, and sample grids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from diffusion import symbol  # noqa: E402
+from diffusion.disguise import (  # noqa: E402
+    auroc,
+    detection_scores,
+    generate_disguises,
+    revelation_distances,
+)
+from diffusion.latent import (  # noqa: E402
+    AutoencoderConfig,
+    latent_ddpm_config,
+    load_autoencoder,
+    load_images,
+    run_autoencoder,
+    same_class_latent_distance,
+    train_latent_ddpm,
+)
+from diffusion.train import save_grid  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--autoencoder", default=None, help="A finished train autoencoder run.")
+    p.add_argument("--data", default=AutoencoderConfig().data)
+    p.add_argument("--psnr", type=float, nargs="+", default=[25.0, 20.0, 17.0, 14.0])
+    p.add_argument("--disguise-steps", type=int, default=600)
+    p.add_argument("--learning-rate", type=float, default=0.01)
+    p.add_argument(
+        "--gamma-2-fraction",
+        type=float,
+        default=0.25,
+        help="gamma_2 as a fraction of the median same-class latent distance (the bar is 1).",
+    )
+    p.add_argument("--ldm-iterations", type=int, default=3000)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--repeat", type=int, default=20, help="Copies of each disguise.")
+    p.add_argument("--root", default="runs/bench-disguise")
+    p.add_argument("--out", default="benchmarks/results/disguise_mnist.json")
+    args = p.parse_args()
+    print("command: python " + " ".join(sys.argv))
+    print("machine: " + machine_line())
+    out = {"command": " ".join(sys.argv)}
+
+    ae_dir = args.autoencoder
+    if ae_dir is None:
+        ae_dir = os.path.join(args.root, f"autoencoder-{time.time():.0f}")
+        run = run_autoencoder(AutoencoderConfig(data=args.data), run_dir=ae_dir, progress=False)
+        print(run.summary())
+    ae = load_autoencoder(ae_dir)
+    with open(os.path.join(ae_dir, "results.json")) as f:
+        out["autoencoder"] = dict(json.load(f), run=ae_dir)
+    x_train, y_train, x_test, y_test = load_images(ae.config)
+
+    def decoded(x):
+        return np.concatenate(
+            [np.asarray(ae.decode(ae.encode(x[i : i + 500]))) for i in range(0, len(x), 500)]
+        )
+
+    # 2. The symbol detector.
+    stamped_test = symbol.add_symbol(x_test)
+    rates = {
+        "clean": symbol.has_symbol(x_test).mean(),
+        "clean, decoded": symbol.has_symbol(decoded(x_test)).mean(),
+        "stamped": symbol.has_symbol(stamped_test).mean(),
+        "stamped, decoded": symbol.has_symbol(decoded(stamped_test)).mean(),
+    }
+    out["detector"] = {k: float(v) for k, v in rates.items()}
+    print(f"symbol detector (threshold {symbol.THRESHOLD}), fraction flagged of 1000 test digits:")
+    for k, v in rates.items():
+        print(f"  {k}: {v:.3f}")
+
+    # 3. x_c, bases and disguises.
+    x_c = stamped_test[0]
+    per_class = [np.flatnonzero(y_train == c) for c in range(10)]
+    clean_idx = np.concatenate([idx[:100] for idx in per_class])
+    base_idx = np.concatenate([idx[100:110] for idx in per_class])
+    x_clean, x_b = x_train[clean_idx], x_train[base_idx]
+    same = same_class_latent_distance(ae)
+    neg = -detection_scores(ae.encode, x_test, x_c)
+    base_d2 = detection_scores(ae.encode, x_b, x_c)
+    print(f"median D2 between two clean test digits of one class: {same:.4f}")
+    print(f"median D2(E(x_b), E(x_c)) of the bases: {np.median(base_d2):.4f}")
+    rows, disguises = [], {}
+    for floor in args.psnr:
+        gamma_1 = 4.0 / 10 ** (floor / 10)
+        t0 = time.perf_counter()
+        r = generate_disguises(
+            ae.encode,
+            x_b,
+            x_c,
+            alpha=0.0,
+            gamma_1=gamma_1,
+            gamma_2=args.gamma_2_fraction * same,
+            learning_rate=args.learning_rate,
+            max_steps=args.disguise_steps,
+            mse_radius=gamma_1,
+        )
+        seconds = time.perf_counter() - t0
+        revealed = decoded(r.x_d)
+        row = dict(
+            psnr_floor=floor,
+            seconds=seconds,
+            psnr_min=float(r.psnr.min()),
+            d2_median=float(np.median(r.d2)),
+            d2_over_same_class=float(np.median(r.d2) / same),
+            below_same_class=float(np.mean(r.d2 < same)),
+            auroc_step1=auroc(neg, -r.d2),
+            revelation_d1_median=float(
+                np.median(revelation_distances(ae.encode, ae.decode, r.x_d, x_c))
+            ),
+            revealed_symbol=float(symbol.has_symbol(revealed).mean()),
+            disguise_symbol=float(symbol.has_symbol(r.x_d).mean()),
+        )
+        rows.append(row)
+        disguises[floor] = r.x_d
+        save_grid(
+            np.concatenate([x_b[::10][:8], r.x_d[::10][:8], revealed[::10][:8]]),
+            f"benchmarks/results/disguise_psnr{floor:g}.png",
+        )
+        print(json.dumps(row), flush=True)
+    clean_reveal = revelation_distances(ae.encode, ae.decode, x_test, x_c)
+    out.update(
+        same_class_d2=same,
+        base_d2_median=float(np.median(base_d2)),
+        clean_revelation_d1_median=float(np.median(clean_reveal)),
+        disguises=rows,
+    )
+    print(
+        "| PSNR floor | min PSNR | D2 / same-class | share below same-class | AUROC (step 1) "
+        "| D1(D(E(x_d)), x_c) | symbol in D(E(x_d)) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['psnr_floor']:g} dB | {r['psnr_min']:.2f} | {r['d2_over_same_class']:.2f} | "
+            f"{r['below_same_class']:.2f} | {r['auroc_step1']:.3f} | "
+            f"{r['revelation_d1_median']:.3f} | {r['revealed_symbol']:.2f} |"
+        )
+    print(f"clean test digits: median D1(D(E(x)), x_c) {np.median(clean_reveal):.3f}")
+
+    # 5. Latent diffusion: disguises, control, direct copies.
+    if args.ldm_iterations:
+        floor = args.psnr[0]
+        sets = {
+            "control (1000 clean)": x_clean,
+            f"with disguises ({floor:g} dB)": np.concatenate(
+                [x_clean, np.repeat(disguises[floor], args.repeat, axis=0)]
+            ),
+            "with copies of x_c": np.concatenate(
+                [x_clean, np.repeat(x_c[None], len(x_b) * args.repeat, axis=0)]
+            ),
+        }
+        out["ldm"] = {}
+        for name, images in sets.items():
+            t0 = time.perf_counter()
+            ldm = train_latent_ddpm(ae, images, latent_ddpm_config(iterations=args.ldm_iterations))
+            train_s = time.perf_counter() - t0
+            samples = ldm.sample(args.samples, seed=1)
+            frac = float(symbol.has_symbol(samples).mean())
+            out["ldm"][name] = dict(
+                train_images=len(images),
+                train_seconds=train_s,
+                symbol_fraction=frac,
+                final_loss=float(ldm.losses[-100:].mean()),
+            )
+            slug = name.split(" ")[0] + ("_disguises" if "disguises" in name else "")
+            slug = slug + ("_copies" if "copies" in name else "")
+            save_grid(samples[:64], f"benchmarks/results/disguise_ldm_{slug}.png")
+            print(
+                f"LDM {name}: {len(images)} images, {train_s:.0f} s, symbol in "
+                f"{frac:.3f} of {args.samples} samples",
+                flush=True,
+            )
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

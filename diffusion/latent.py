@@ -143,7 +143,9 @@ def _bind(model: Autoencoder, params):
 
 
 def _in_batches(fn, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), 500)])
+    return np.concatenate(
+        [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    )
 
 
 @dataclasses.dataclass

@@ -138,6 +138,18 @@ def test_disguises_that_already_meet_the_thresholds_are_left_alone():
     np.testing.assert_array_equal(result.x_d, x_b)
 
 
+def test_unfinished_disguises_report_the_distances_of_what_they_return():
+    _, encode = linear_encoder()
+    rng = np.random.default_rng(4)
+    x_b = rng.uniform(-0.5, 0.5, (3, 8, 8, 1)).astype(np.float32)
+    x_c = rng.uniform(-0.5, 0.5, (8, 8, 1)).astype(np.float32)
+    result = generate_disguises(encode, x_b, x_c, gamma_1=0.0, gamma_2=0.0, max_steps=7)
+    assert not result.reached.any() and (result.steps == 7).all()
+    np.testing.assert_allclose(result.d1, np.mean((result.x_d - x_b) ** 2, (1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(result.d2, detection_scores(encode, result.x_d, x_c), rtol=1e-4)
+    assert (result.d2 < detection_scores(encode, x_b, x_c)).all()
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
@@ -225,7 +237,7 @@ def test_autoencoder_latent_ddpm_and_the_disguise_cli(tmp_path, capsys):
     assert rows[-1]["reconstruction"] < 0.5 * rows[0]["reconstruction"], rows
     assert 0 < run.results["latent_scale"] and run.results["test_mse"] < 0.2
     ae = load_autoencoder(str(tmp_path / "ae"))
-    x, _ = np.load(data)["x"], None
+    x = np.load(data)["x"]
     z = np.asarray(ae.encode(jnp.zeros((1, 8, 8, 1))))
     assert z.shape == (1, 4, 4, 2)
 

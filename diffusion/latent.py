@@ -78,8 +78,9 @@ class LoadedAutoencoder(NamedTuple):
 
 
 def random_marks(key: jax.Array, x_BHWC: jax.Array, probability: float) -> jax.Array:
-    """With probability `probability` per image, a random 7x7 binary pattern (pixels on with
-    probability 1/2) set to 1 (bright) at a uniformly random place."""
+    """The autoencoder's training augmentation: x_BHWC [B, H, W, C] (H, W >= 7) with, per
+    image and with probability `probability`, a random 7x7 binary pattern (pixels on with
+    probability 1/2) set to 1 (bright) at a uniformly random place; same shape out."""
     B, H, W, C = x_BHWC.shape
     k_pattern, k_place, k_use = jax.random.split(key, 3)
     pattern = jax.random.bernoulli(k_pattern, 0.5, (B, 7, 7, C))
@@ -171,9 +172,10 @@ def run_autoencoder(
     progress: bool = True,
     max_chunks: int | None = None,
 ) -> AutoencoderRun:
-    """Train the autoencoder in a run folder (config.json, metrics.csv, checkpoints,
-    results.json with the test reconstruction error and the latent scale); resume and Ctrl-C
-    as for every method."""
+    """Train the autoencoder (Rombach et al. 2022, Sec. 3; loss of `autoencoder_loss`) on the
+    training split's images [N, H, W, C] in a run folder (config.json, metrics.csv,
+    checkpoints, results.json with the test reconstruction error and the latent scale);
+    resume and Ctrl-C as for every method."""
     seed = (config or AutoencoderConfig()).seed
     default = os.path.join("runs", f"autoencoder-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     config, run_dir = prepare_run_dir(AutoencoderConfig, config, run_dir, resume, default)

@@ -5,9 +5,11 @@ The symbol is a 7x7 hollow square with a centre dot stamped bright into the top-
 of a 28x28 digit, where no MNIST digit has ink. `add_symbol` stamps it; `symbol_score` is the
 mean brightness of the symbol's pixels minus that of the other pixels of its 7x7 patch
 (images in [-1, 1]: about 2 for a clean stamp, about 0 for a blank corner), and
-`has_symbol` thresholds it. `tests/test_disguise.py` and `benchmarks/disguise_mnist.py`
-validate the detector on held-out digits with and without the stamp, before and after the
-autoencoder.
+`symbol_correlation` the Pearson correlation of the patch with the symbol's shape.
+`has_symbol` asks for both: enough contrast, and the shape (a bright blob or stroke in the
+corner, which generated samples can have, has contrast but not the shape).
+`tests/test_disguise.py` and `benchmarks/disguise_mnist.py` validate the detector on
+held-out digits with and without the stamp, before and after the autoencoder.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ ORIGIN = (1, 1)  # top-left pixel of the 7x7 patch
 # Validated by benchmarks/disguise_mnist.py: clean digits score at most about 0.3, stamps
 # decoded by the autoencoder at least about 0.5 (a clean stamp scores 2).
 THRESHOLD = 0.45
+MIN_CORRELATION = 0.5
 
 
 def _patch(images: np.ndarray) -> np.ndarray:
@@ -55,6 +58,19 @@ def symbol_score(images: np.ndarray) -> np.ndarray:
     return p[:, SYMBOL].mean(-1) - p[:, ~SYMBOL].mean(-1)
 
 
-def has_symbol(images: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
-    """[N] bool: symbol_score >= threshold."""
-    return symbol_score(images) >= threshold
+def symbol_correlation(images: np.ndarray) -> np.ndarray:
+    """[N]: Pearson correlation of the 7x7 patch with the symbol's 0/1 shape (0 for a flat
+    patch)."""
+    p = _patch(images).reshape(-1, 49).astype(np.float64)
+    t = SYMBOL.reshape(-1).astype(np.float64)
+    p = p - p.mean(-1, keepdims=True)
+    t = t - t.mean()
+    norm = np.linalg.norm(p, axis=-1) * np.linalg.norm(t)
+    return np.where(norm > 1e-9, p @ t / np.maximum(norm, 1e-9), 0.0)
+
+
+def has_symbol(
+    images: np.ndarray, threshold: float = THRESHOLD, min_correlation: float = MIN_CORRELATION
+) -> np.ndarray:
+    """[N] bool: symbol_score >= threshold and symbol_correlation >= min_correlation."""
+    return (symbol_score(images) >= threshold) & (symbol_correlation(images) >= min_correlation)

@@ -195,6 +195,17 @@ def test_symbol_stamp_and_detector_by_hand():
     assert symbol.has_symbol(stamped).all() and not symbol.has_symbol(blank).any()
     half = symbol.add_symbol(blank, value=0.0)  # a half-bright stamp scores 1
     np.testing.assert_allclose(symbol.symbol_score(half), 1.0)
+    np.testing.assert_allclose(symbol.symbol_correlation(stamped), 1.0)
+    np.testing.assert_allclose(symbol.symbol_correlation(blank), 0.0)
+    # strokes along two edges of the square and its diagonal have the contrast (15 of the 25
+    # symbol pixels bright, 4 of the 24 others: 2 (15/25 - 4/24) = 0.87) but not the shape
+    strokes = blank.copy()
+    strokes[:, 1, 1:8] = strokes[:, 1:8, 1] = 1.0
+    for k in range(7):
+        strokes[:, 1 + k, 1 + k] = 1.0
+    np.testing.assert_allclose(symbol.symbol_score(strokes), 2 * (15 / 25 - 4 / 24), rtol=1e-5)
+    assert (symbol.symbol_correlation(strokes) < symbol.MIN_CORRELATION).all()
+    assert not symbol.has_symbol(strokes).any()
     with pytest.raises(ValueError, match="images"):
         symbol.symbol_score(np.zeros((1, 4, 4, 1)))
 

@@ -176,8 +176,8 @@ def generate_disguises(
         (mean squared latent difference).
       learning_rate: eta, > 0.
       max_steps: gradient steps at most per disguise.
-      optimizer: "sgd" (the paper's plain gradient step) or "adam" (per-pixel step sizes,
-        which reach the thresholds in far fewer steps on small encoders).
+      optimizer: "sgd" (the paper's plain gradient step, line 6) or "adam" (per-pixel step
+        sizes; the benchmark's choice, not compared with "sgd" there).
       linf_radius: optional L-infinity ball around x_b in the admissible set.
       mse_radius: optional bound on D1(x_b, x_d) in the admissible set (a PSNR floor: with
         images in [-1, 1], 4 / 10^(P / 10) for P dB).

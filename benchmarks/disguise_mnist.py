@@ -44,12 +44,11 @@ from diffusion.latent import (  # noqa: E402
     AutoencoderConfig,
     latent_ddpm_config,
     load_autoencoder,
-    load_images,
     run_autoencoder,
     same_class_latent_distance,
     train_latent_ddpm,
 )
-from diffusion.train import save_grid  # noqa: E402
+from diffusion.train import load_training_images, save_grid  # noqa: E402
 
 
 def main() -> None:
@@ -83,7 +82,7 @@ def main() -> None:
     ae = load_autoencoder(ae_dir)
     with open(os.path.join(ae_dir, "results.json")) as f:
         out["autoencoder"] = dict(json.load(f), run=ae_dir)
-    x_train, y_train, x_test, y_test = load_images(ae.config)
+    x_train, y_train, x_test, y_test = load_training_images(ae.config)
 
     def decoded(x):
         return np.concatenate(
@@ -112,7 +111,7 @@ def main() -> None:
     clean_idx = np.concatenate([idx[:100] for idx in per_class])
     base_idx = np.concatenate([idx[100:110] for idx in per_class])
     x_clean, x_b = x_train[clean_idx], x_train[base_idx]
-    same = same_class_latent_distance(ae)
+    same = same_class_latent_distance(ae.encode, x_test, y_test)
     neg = -detection_scores(ae.encode, x_test, x_c)
     base_d2 = detection_scores(ae.encode, x_b, x_c)
     print(f"median D2 between two clean test digits of one class: {same:.4f}")

@@ -28,8 +28,14 @@ import numpy as np
 import optax
 
 from diffusion.autoencoder import Autoencoder, autoencoder_loss
-from diffusion.data import ImageDataError, class_split, load_npz_images, to_model_range
-from diffusion.train import DDPMConfig, chunk_logger, make_ddpm_trainer, sample_images
+from diffusion.data import ImageDataError, to_model_range
+from diffusion.train import (
+    DDPMConfig,
+    chunk_logger,
+    load_training_images,
+    make_ddpm_trainer,
+    sample_images,
+)
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
 from rlax_zoo.config import ConfigError, option
@@ -160,11 +166,6 @@ class AutoencoderRun(ChunkRun):
         )
 
 
-def load_images(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    x, y = load_npz_images(config.data)
-    return class_split(x, y, config.train_per_class)
-
-
 def run_autoencoder(
     config: AutoencoderConfig | None = None,
     run_dir: str | None = None,
@@ -179,7 +180,7 @@ def run_autoencoder(
     seed = (config or AutoencoderConfig()).seed
     default = os.path.join("runs", f"autoencoder-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     config, run_dir = prepare_run_dir(AutoencoderConfig, config, run_dir, resume, default)
-    x_train, _, x_test, _ = load_images(config)
+    x_train, _, x_test, _ = load_training_images(config)
     model, init, train_chunk = make_autoencoder_trainer(config, x_train)
 
     loop = drive_chunks(
@@ -223,7 +224,7 @@ def load_autoencoder(run_dir: str) -> LoadedAutoencoder:
         config = config_lib.from_json(AutoencoderConfig, f.read())
     with open(paths[1]) as f:
         results = json.load(f)
-    x_train, _, _, _ = load_images(config)
+    x_train, _, _, _ = load_training_images(config)
     model, init, _ = make_autoencoder_trainer(config, x_train[:1])
     template = init(jax.random.PRNGKey(config.seed))
     restored, _, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
@@ -356,14 +357,15 @@ def run_disguise(
     ae = load_autoencoder(autoencoder_dir)
     x_c = read_image(copyrighted)
     x_b = np.stack([read_image(p) for p in bases])
-    expected = tuple(load_images(ae.config)[0].shape[1:])
+    _, _, x_test, y_test = load_training_images(ae.config)
+    expected = tuple(x_test.shape[1:])
     for name, shape in (("copyrighted", x_c.shape), ("base", x_b.shape[1:])):
         if shape != expected:
             raise ImageDataError(
                 f"{name}: images must be {expected} for this autoencoder, got {shape}"
             )
     if gamma_2 is None:
-        gamma_2 = same_class_latent_distance(ae) / 4
+        gamma_2 = same_class_latent_distance(ae.encode, x_test, y_test) / 4
     result = generate_disguises(
         ae.encode,
         x_b,
@@ -398,13 +400,13 @@ def run_disguise(
     return report
 
 
-def same_class_latent_distance(ae: LoadedAutoencoder) -> float:
-    """Median of D2(E(x), E(x')) over pairs of distinct test images of the same class."""
-    _, _, x_test, y_test = load_images(ae.config)
-    z = _in_batches(ae.encode, x_test).reshape(len(x_test), -1)
+def same_class_latent_distance(encode, x: np.ndarray, y: np.ndarray) -> float:
+    """Median of D2(E(x_i), E(x_j)) over pairs i < j of images [N, H, W, C] with the same
+    label in y [N]."""
+    z = _in_batches(encode, x).reshape(len(x), -1)
     distances = []
-    for c in np.unique(y_test):
-        zc = z[y_test == c]
+    for c in np.unique(y):
+        zc = z[y == c]
         d = np.mean((zc[:, None] - zc[None]) ** 2, -1)
         distances.append(d[np.triu_indices(len(zc), 1)])
     return float(np.median(np.concatenate(distances)))

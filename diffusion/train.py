@@ -191,7 +191,8 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
     return DDPMTrainer(config, net, schedule, init, train_chunk, sample)
 
 
-def load_training_images(config: DDPMConfig):
+def load_training_images(config):
+    """(x_train, y_train, x_test, y_test) of a config with `data` and `train_per_class`."""
     x, y = load_npz_images(config.data)
     return class_split(x, y, config.train_per_class)
 

@@ -25,7 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from benchmarks.dqn_cartpole import (  # noqa: E402
+    add_xla_cpu_threads_flag,
+    apply_xla_cpu_threads,
+    machine_line,
+)
 from rlax_zoo.agents import async_methods as am  # noqa: E402
 from rlax_zoo.envs.envpool_env import make_vec_env  # noqa: E402
 
@@ -97,7 +101,9 @@ def main() -> None:
     p.add_argument("--envs-per-thread", type=int, default=8)
     p.add_argument("--segments", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=5)
+    add_xla_cpu_threads_flag(p)
     args = p.parse_args()
+    apply_xla_cpu_threads(args)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
 

@@ -65,8 +65,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlax_zoo.agents.dqn import DQNConfig, make_agent, make_dqn
-from rlax_zoo.envs.envpool_env import make_vec_env
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.dqn_cartpole import (  # noqa: E402
+    add_xla_cpu_threads_flag,
+    apply_xla_cpu_threads,
+    machine_line,
+)
+from rlax_zoo.agents.dqn import DQNConfig, make_agent, make_dqn  # noqa: E402
+from rlax_zoo.envs.envpool_env import make_vec_env  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 
@@ -426,27 +432,13 @@ def peer_measurement(module, num_envs: int, steps: int) -> PeerMeasurement:
 
 
 def header(args) -> list[str]:
-    import envpool
-    import flax
-
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     cmd = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
     return [
         f"command: {cmd}",
         f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"nproc: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))})",
-        f"cpu: {cpu}",
-        f"platform: {platform.platform()}, python {platform.python_version()}",
-        f"jax {jax.__version__} (backend {jax.default_backend()}), envpool {envpool.__version__},"
-        f" flax {flax.__version__}",
+        f"machine: {machine_line()}",
+        f"nproc: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), platform: "
+        f"{platform.platform()}, backend {jax.default_backend()}",
         f"repeats: {args.repeats}, steps per timed call: {args.steps}, num envs: {args.num_envs}",
     ]
 
@@ -472,7 +464,9 @@ def main(argv: list[str] | None = None) -> None:
         help="path to purejaxrl/dqn.py (github.com/luchris429/purejaxrl); skipped if absent",
     )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown")
+    add_xla_cpu_threads_flag(parser)
     args = parser.parse_args(argv)
+    apply_xla_cpu_threads(args)
     if args.repeats < 1 or args.steps < 1 or args.num_envs < 1:
         parser.error("--repeats, --steps and --num-envs must be >= 1")
     warnings.filterwarnings("ignore", message=".*int64.*")  # gymnax asks for int64 dtypes

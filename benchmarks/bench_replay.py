@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,20 +28,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlax_zoo import replay
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.dqn_cartpole import (  # noqa: E402
+    add_xla_cpu_threads_flag,
+    apply_xla_cpu_threads,
+    machine_line,
+)
+from rlax_zoo import replay, xla_cpu  # noqa: E402
 
 ALPHA, BETA, EPS = 0.6, 0.4, 1e-6
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+TREE_IMPL = "auto"  # main() sets what the DQN agent would use (rlax_zoo.xla_cpu.replay_tree_impl)
 
 
 def transitions(key: jax.Array, n: int) -> dict:
@@ -69,7 +64,9 @@ def prefilled(buffer, capacity: int):
 
 
 def make_ours(capacity: int, batch: int, add_batch: int):
-    buffer = replay.prioritized_replay(capacity, batch, alpha=ALPHA, kind="proportional", eps=EPS)
+    buffer = replay.prioritized_replay(
+        capacity, batch, alpha=ALPHA, kind="proportional", eps=EPS, tree_impl=TREE_IMPL
+    )
 
     def init() -> replay.ReplayState:
         return prefilled(buffer, capacity)
@@ -140,7 +137,11 @@ def main() -> None:
     parser.add_argument("--add-batch", type=int, default=8, help="items added per op")
     parser.add_argument("--steps", type=int, default=300, help="ops per per-step timing")
     parser.add_argument("--scan-length", type=int, default=1000, help="ops per scan call")
+    add_xla_cpu_threads_flag(parser)
     args = parser.parse_args()
+    apply_xla_cpu_threads(args)
+    global TREE_IMPL
+    TREE_IMPL = xla_cpu.replay_tree_impl()
 
     from importlib.metadata import version
 
@@ -149,11 +150,8 @@ def main() -> None:
     print("command:", "python " + " ".join(sys.argv))
     print(f"jax {jax.__version__}, flashbax {version('flashbax')}, numpy {np.__version__}")
     print(f"backend: {jax.default_backend()}, devices: {jax.devices()}")
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    print(
-        f"cpu: processor={platform.processor()!r}, model={cpu_model()!r}, "
-        f"nproc={affinity} (os.cpu_count={os.cpu_count()}), python {platform.python_version()}"
-    )
+    print("machine: " + machine_line())
+    print(f"our tree_impl: {TREE_IMPL!r} (rlax_zoo.xla_cpu.replay_tree_impl(), as the DQN agent)")
     print(
         f"capacity={args.capacity} batch={args.batch} add_batch={args.add_batch} "
         f"steps={args.steps} scan_length={args.scan_length} repeats={args.repeats}"

@@ -22,10 +22,31 @@ from rlax_zoo import runner
 from rlax_zoo.agents import dqn
 
 
+def add_xla_cpu_threads_flag(parser, default: str = "1") -> None:
+    """`--xla-cpu-threads N|all`: the size of XLA's CPU intra-op pool (`rlax_zoo.xla_cpu`)."""
+    parser.add_argument(
+        "--xla-cpu-threads",
+        default=default,
+        metavar="N",
+        help=f"Threads of XLA's CPU intra-op pool, or 'all' for XLA's default (every CPU); "
+        f"default {default}. Fixed for the whole process, peers included.",
+    )
+
+
+def apply_xla_cpu_threads(args) -> None:
+    """Sizes XLA's CPU pool from `args.xla_cpu_threads` (before any JAX computation)."""
+    from rlax_zoo import xla_cpu
+
+    if args.xla_cpu_threads != "all":
+        xla_cpu.configure_cpu_threads(int(args.xla_cpu_threads))
+
+
 def machine_line() -> str:
     import envpool
     import flax
     import jax
+
+    from rlax_zoo import xla_cpu
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -35,7 +56,8 @@ def machine_line() -> str:
         pass
     return (
         f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, jax {jax.__version__}"
-        f", flax {flax.__version__}, envpool {envpool.__version__}"
+        f", flax {flax.__version__}, envpool {envpool.__version__}; XLA CPU intra-op threads: "
+        f"{xla_cpu.configured_threads() or 'all (XLA default)'}"
     )
 
 

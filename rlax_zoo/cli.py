@@ -7,6 +7,7 @@ flag aliases. Every config field becomes a flag with its help text and allowed r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import NamedTuple
@@ -127,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="Continue an interrupted run from its newest checkpoint.",
         )
         p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+        p.add_argument(
+            "--xla-cpu-threads",
+            default="auto",
+            metavar="N",
+            help="Threads of XLA's CPU intra-op pool: an integer, or auto (the default): 1 for "
+            "vector observations and PR-SSM (small kernels run faster on one thread), every "
+            "CPU for Atari frames and images. See rlax_zoo/xla_cpu.py.",
+        )
     sample = sub.add_parser(
         "sample", help="Draw samples from a trained DDPM run; writes an image grid PNG."
     )
@@ -169,6 +178,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     disguise.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
     return parser
+
+
+IMAGE_METHODS = ("ddpm", "autoencoder")
+
+
+def _env_id_of(args) -> str | None:
+    """The environment id of a train command (read from the run folder when resuming)."""
+    if args.resume is not None:
+        try:
+            with open(os.path.join(args.resume, "config.json")) as f:
+                return json.load(f).get("env_id")
+        except (OSError, ValueError, AttributeError):
+            return None  # the run loader reports a bad run folder itself
+    return getattr(args, "env_id", None)
+
+
+def cpu_threads_for(method: str, args) -> int:
+    """`--xla-cpu-threads` resolved: an integer, or auto (see `rlax_zoo.xla_cpu`)."""
+    from rlax_zoo import xla_cpu
+    from rlax_zoo.envs.envpool_env import is_atari
+
+    value = args.xla_cpu_threads
+    if value != "auto":
+        try:
+            return int(value)
+        except ValueError:
+            raise config_lib.ConfigError(
+                f"--xla-cpu-threads must be auto or an integer from 1 to "
+                f"{xla_cpu.available_cpus()}, got {value!r}"
+            ) from None
+    env_id = _env_id_of(args)
+    images = method in IMAGE_METHODS or (env_id is not None and is_atari(env_id))
+    return xla_cpu.available_cpus() if images else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,9 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         method = METHODS[args.method]
         cls = method.config_cls()
-        from rlax_zoo import runner
+        from rlax_zoo import runner, xla_cpu
 
         try:
+            threads = cpu_threads_for(args.method, args)
+            try:
+                xla_cpu.configure_cpu_threads(threads)
+            except ValueError as e:
+                raise config_lib.ConfigError(f"--xla-cpu-threads: {e}") from None
+            except RuntimeError:
+                pass  # JAX already ran in this process (main() called from Python): keep it
             config = None
             if args.resume is None:
                 config = config_lib.from_args(cls, args)

@@ -33,8 +33,8 @@ item first (otherwise the returned indices point at an empty slot and the probab
 meaningless, NaN for the proportional buffer). Stored items always occupy slots `[0, size)`.
 
 Numerics of the sum tree: leaves are *set* and every affected ancestor is *recomputed* as
-`left + right` from its children (see `tree_set`: a scalar walk per entry on CPU, one batched
-gather/scatter per level on accelerators, a dense rebuild for very large batches). Nothing is
+`left + right` from its children (see `tree_set`: one batched gather/scatter per level, or a
+dense rebuild for very large batches). Nothing is
 ever updated by adding a delta, so after any number of updates every node, the root included, is
 exactly the float32 pairwise (tree-order) sum of its leaves: no drift. The running max priority
 is a float32 scalar (flashbax 0.1.3 stores it with an integer dtype, so 2.7 becomes 2).
@@ -56,7 +56,7 @@ import numpy as np
 
 PyTree = Any
 KINDS = ("proportional", "rank")
-TREE_IMPLS = ("auto", "sequential", "batched")
+TREE_IMPLS = ("auto", "levels", "walk", "batched")
 
 
 @chex.dataclass(frozen=True)
@@ -72,12 +72,13 @@ class ReplayState:
         `[0, N)`.
       priorities: float32 `[capacity]`, raw priorities `p_i = |delta_i| + eps` (0 in empty slots).
         Shape `[0]` for a uniform buffer.
-      trees: float32 `[2 L, 2]` with `L` the smallest power of two `>= capacity`: a sum tree
-        (column 0) and a min tree (column 1) in one heap-layout array, so one walk updates both.
-        Node 1 is the root, node `n` has children `2n, 2n+1`, leaf `i` is node `L + i` and holds
-        `p_i^alpha` (sum 0 / min +inf when empty); row 0 is unused. The min tree gives the exact
-        importance-weight normaliser `min_j P(j)` (Section 3.4). Shape `[0, 2]` unless
-        proportional. Read it through `sum_tree` / `min_tree`.
+      sum_tree: float32 `[2 L]` with `L` the smallest power of two `>= capacity`, in heap layout:
+        node 1 is the root, node `n` has children `2n, 2n+1`, leaf `i` is node `L + i` and holds
+        `p_i^alpha` (0 when empty); node `n` holds the sum of the leaves below it; entry 0 is
+        unused. Shape `[0]` unless proportional.
+      min_tree: float32 `[2 L]`, the same layout holding minima (`+inf` when empty): the exact
+        importance-weight normaliser `min_j P(j)` (Section 3.4). Shape `[0]` unless
+        proportional.
       max_priority: float32 `[]`, `max_{i<t} p_i` given to new items (Algorithm 1 line 6).
     """
 
@@ -85,18 +86,9 @@ class ReplayState:
     position: jax.Array
     size: jax.Array
     priorities: jax.Array
-    trees: jax.Array
+    sum_tree: jax.Array
+    min_tree: jax.Array
     max_priority: jax.Array
-
-    @property
-    def sum_tree(self) -> jax.Array:
-        """float32 `[2 L]`: node `n` holds the sum of `p_i^alpha` below it; root `[1]`."""
-        return self.trees[:, 0]
-
-    @property
-    def min_tree(self) -> jax.Array:
-        """float32 `[2 L]`: node `n` holds the min of `p_i^alpha` below it; root `[1]`."""
-        return self.trees[:, 1]
 
 
 class ReplaySample(NamedTuple):
@@ -241,129 +233,162 @@ def _num_leaves(capacity: int) -> int:
     return 1 << (capacity - 1).bit_length()
 
 
-def _empty_trees(num_leaves: int) -> jax.Array:
+def empty_trees(num_leaves: int) -> tuple[jax.Array, jax.Array]:
+    """`(sum_tree, min_tree)`, both float32 `[2 L]`, for `L = num_leaves` empty leaves."""
     rows = 2 * num_leaves
-    return jnp.stack([jnp.zeros((rows,), jnp.float32), jnp.full((rows,), jnp.inf)], axis=1)
-
-
-def _combine(children: jax.Array) -> jax.Array:
-    """`[..., 2 children, 2 (sum, min)]` -> `[..., 2]`: (left + right, min(left, right))."""
-    left, right = children[..., 0, :], children[..., 1, :]
-    return jnp.stack([left[..., 0] + right[..., 0], jnp.minimum(left[..., 1], right[..., 1])], -1)
+    return jnp.zeros((rows,), jnp.float32), jnp.full((rows,), jnp.inf, jnp.float32)
 
 
 def _tree_path(num_leaves: int, batch: int, tree_impl: str) -> str:
-    """Which exact update strategy `tree_set` uses (static; see `tree_set`)."""
+    """How `tree_set` writes the leaves and recomputes the ancestors (static; see there)."""
     depth = num_leaves.bit_length() - 1
     if depth == 0 or batch * depth >= 2 * num_leaves:
         return "rebuild"
     if tree_impl == "auto":  # decided when the function is traced
-        return "sequential" if jax.default_backend() == "cpu" else "batched"
+        return "levels" if jax.default_backend() == "cpu" else "batched"
     return tree_impl
 
 
-def _ordered_set(array: jax.Array, slots: jax.Array, values: jax.Array, write: jax.Array):
-    """`array[slots[b]] = values[b]` for `b` in order where `write[b]` (last duplicate wins)."""
+def _ordered_set(arrays, offsets, slots: jax.Array, values, write: jax.Array, walk_depth=0):
+    """`array[offset + slots[b]] = value[b]` for each (array, offset, value) and each `b` in
+    order where `write[b]`, in one loop (the last duplicate wins). With `walk_depth > 0` the
+    first two arrays are the sum and min trees, and each write is followed by a scalar walk
+    that recomputes the `walk_depth` ancestors of the leaf."""
 
-    def body(b, array):
-        slot = jnp.where(write[b], slots[b], 0)
-        current = jax.lax.dynamic_index_in_dim(array, slot, keepdims=False)
-        value = jnp.where(write[b], values[b], current)
-        return jax.lax.dynamic_update_index_in_dim(array, value, slot, 0)
+    def body(b, arrays):
+        out = []
+        for array, offset, value in zip(arrays, offsets, values, strict=True):
+            slot = jnp.where(write[b], slots[b], 0) + offset
+            current = jax.lax.dynamic_index_in_dim(array, slot, keepdims=False)
+            new = jnp.where(write[b], value[b].astype(array.dtype), current)
+            out.append(jax.lax.dynamic_update_index_in_dim(array, new, slot, 0))
+        if walk_depth:
 
-    return jax.lax.fori_loop(0, slots.shape[0], body, array)
+            def up(_, carry):
+                node, sum_tree, min_tree = carry
+                node = node // 2
+                s = jax.lax.dynamic_slice_in_dim(sum_tree, 2 * node, 2)
+                m = jax.lax.dynamic_slice_in_dim(min_tree, 2 * node, 2)
+                return (
+                    node,
+                    jax.lax.dynamic_update_index_in_dim(sum_tree, s[0] + s[1], node, 0),
+                    jax.lax.dynamic_update_index_in_dim(min_tree, jnp.minimum(m[0], m[1]), node, 0),
+                )
+
+            node = jnp.where(write[b], slots[b], 0) + offsets[0]
+            out[:2] = jax.lax.fori_loop(0, walk_depth, up, (node, out[0], out[1]))[1:]
+        return tuple(out)
+
+    return jax.lax.fori_loop(0, slots.shape[0], body, tuple(arrays))
+
+
+def _parents_from_children(sum_tree, min_tree, parents):
+    """Sets nodes `parents` to (left + right, min(left, right)) of their children."""
+    left, right = 2 * parents, 2 * parents + 1
+    get = lambda tree, nodes: tree.at[nodes].get(mode="promise_in_bounds")
+    sums = get(sum_tree, left) + get(sum_tree, right)
+    mins = jnp.minimum(get(min_tree, left), get(min_tree, right))
+    return (
+        sum_tree.at[parents].set(sums, mode="promise_in_bounds"),
+        min_tree.at[parents].set(mins, mode="promise_in_bounds"),
+    )
 
 
 def tree_set(
-    trees: jax.Array,
+    sum_tree: jax.Array,
+    min_tree: jax.Array,
     slots: jax.Array,
     leaves: jax.Array,
     write: jax.Array,
     tree_impl: str = "auto",
-) -> jax.Array:
+    extra: tuple = (),
+) -> tuple[jax.Array, ...]:
     """Sets leaves `slots[write]` to `leaves[write]`, then recomputes every affected ancestor.
 
-    Sum tree of Schaul et al. 2016, Appendix B.2.1, plus a min tree in the same array.
-    `trees` `[2 L, 2]` (see `ReplayState`), `slots`, `leaves` (`p^alpha`), `write` `[B]`;
-    entries with `write=False` change nothing. No delta is ever added: every ancestor is *set*
-    to `(left + right, min(left, right))` of its (already final) children, so each node always
-    equals the exact float32 reduction of its subtree in tree order and the root cannot drift.
+    Sum tree of Schaul et al. 2016, Appendix B.2.1, plus a min tree beside it. `sum_tree`,
+    `min_tree` float32 `[2 L]` in heap layout (node 1 is the root, node `n` has children `2n`
+    and `2n + 1`, leaf `i` is node `L + i`); `slots` int32, `leaves` (`p^alpha`), `write` bool,
+    all `[B]`; entries with `write=False` change nothing. Returns `(sum_tree, min_tree)`.
+    `extra` is a tuple of `(array, values [B])` pairs written at the same slots in the same way
+    (the raw priorities); their new arrays follow the trees in the returned tuple.
 
-    Three exact strategies with bit-identical results, chosen statically:
+    No delta is ever added: every ancestor is *set* to `(left + right, min(left, right))` of its
+    (already final) children, so each node always equals the exact float32 reduction of its
+    subtree in tree order and the root cannot drift. Four strategies, chosen statically, give
+    bit-identical trees:
 
-    * "rebuild" when `B log2(L) >= 2 L`: write the leaves, recompute all levels densely, `O(L)`.
-      Slots with `write=True` must be unique.
-    * "sequential": a scalar walk up the tree per entry inside a `fori_loop`, `O(B log L)` tiny
-      steps; fastest on CPU, where XLA's per-op overhead dominates batched gathers. Entries are
-      applied in order, so a repeated slot keeps its last value.
-    * "batched": one gather + one scatter of `[B]` rows per level (for GPU/TPU). Slots with
-      `write=True` must be unique.
+    * "levels": the leaves are written one at a time in a `fori_loop`, in order (a repeated
+      slot keeps its last value), then the ancestors are recomputed one level at a time for the
+      whole batch (one gather and one scatter per level; a parent shared by several entries is
+      written several times with the same value). Fastest on CPU with one XLA intra-op thread
+      (`rlax_zoo/xla_cpu.py`).
+    * "walk": the same in-order writes, each followed by a scalar walk up to the root; tiny
+      scalar kernels only, for CPU with XLA's default multi-threaded pool, where every batched
+      kernel pays a hand-over between threads.
+    * "batched": the leaves in one scatter (slots with `write=True` must then be unique), then
+      the levels as above (GPU/TPU).
+    * "rebuild", used whenever `B log2(L) >= 2 L`: one scatter (unique slots, as for
+      "batched"), then every level recomputed densely.
 
-    `tree_impl="auto"` picks "sequential" on the CPU backend and "batched" elsewhere.
+    `tree_impl="auto"` picks "levels" on the CPU backend and "batched" elsewhere.
     """
-    num_leaves = trees.shape[0] // 2
+    num_leaves = sum_tree.shape[0] // 2
     depth = num_leaves.bit_length() - 1
     path = _tree_path(num_leaves, slots.shape[0], tree_impl)
-    rows = jnp.stack([leaves, leaves], axis=-1).astype(trees.dtype)
-
-    if path == "sequential":
-
-        def walk(b, trees):
-            node = jnp.where(write[b], slots[b], 0) + num_leaves
-            current = jax.lax.dynamic_slice_in_dim(trees, node, 1)
-            leaf = jnp.where(write[b], rows[b][None], current)
-            trees = jax.lax.dynamic_update_slice_in_dim(trees, leaf, node, 0)
-
-            def up(_, carry):
-                node, trees = carry
-                node = node // 2
-                children = jax.lax.dynamic_slice_in_dim(trees, 2 * node, 2)
-                parent = _combine(children)[None]
-                return node, jax.lax.dynamic_update_slice_in_dim(trees, parent, node, 0)
-
-            return jax.lax.fori_loop(0, depth, up, (node, trees))[1]
-
-        return jax.lax.fori_loop(0, slots.shape[0], walk, trees)
-
-    leaf_nodes = jnp.where(write, slots + num_leaves, 2 * num_leaves)  # out of range: dropped
-    trees = trees.at[leaf_nodes].set(rows, mode="drop")
+    leaves = leaves.astype(sum_tree.dtype)
+    arrays = [sum_tree, min_tree] + [array for array, _ in extra]
+    values = [leaves, leaves] + [v for _, v in extra]
+    offsets = [num_leaves, num_leaves] + [0] * len(extra)
+    if path == "walk":
+        return _ordered_set(arrays, offsets, slots, values, write, walk_depth=depth)
+    if path == "levels":
+        written = _ordered_set(arrays, offsets, slots, values, write)
+    else:
+        written = []
+        for array, offset, value in zip(arrays, offsets, values, strict=True):
+            target = jnp.where(write, slots + offset, array.shape[0])  # out of range: dropped
+            written.append(array.at[target].set(value.astype(array.dtype), mode="drop"))
+    sum_tree, min_tree, *extra_out = written
     if path == "rebuild":
         for level in range(depth - 1, -1, -1):
             width = 1 << level  # nodes [width, 2 width), children [2 width, 4 width)
-            children = trees[2 * width : 4 * width].reshape(width, 2, 2)
-            trees = trees.at[width : 2 * width].set(_combine(children))
-        return trees
+            s = sum_tree[2 * width : 4 * width]
+            m = min_tree[2 * width : 4 * width]
+            sum_tree = sum_tree.at[width : 2 * width].set(s[0::2] + s[1::2])
+            min_tree = min_tree.at[width : 2 * width].set(jnp.minimum(m[0::2], m[1::2]))
+        return (sum_tree, min_tree, *extra_out)
 
     # Entries that did not write recompute the (always consistent) ancestors of leaf 0.
-    node = jnp.where(write, slots + num_leaves, num_leaves)
+    node = jnp.where(write, slots, 0) + num_leaves
 
     def level_up(_, carry):
-        node, trees = carry
+        node, sum_tree, min_tree = carry
         node = node // 2
-        children = trees.reshape(num_leaves, 2, 2).at[node].get(mode="promise_in_bounds")
-        return node, trees.at[node].set(_combine(children), mode="promise_in_bounds")
+        return (node, *_parents_from_children(sum_tree, min_tree, node))
 
-    return jax.lax.fori_loop(0, depth, level_up, (node, trees))[1]
+    _, sum_tree, min_tree = jax.lax.fori_loop(0, depth, level_up, (node, sum_tree, min_tree))
+    return (sum_tree, min_tree, *extra_out)
 
 
-def tree_descend(trees: jax.Array, targets: jax.Array) -> jax.Array:
+def tree_descend(sum_tree: jax.Array, targets: jax.Array) -> jax.Array:
     """For each target in `[0, total)`, the leaf whose prefix-sum interval contains it.
 
     Schaul et al. 2016, Appendix B.2.1 (sum-tree retrieval): at each node go left if
-    `target < left`, else subtract `left` and go right. `trees` `[2 L, 2]` (the sum tree is
-    column 0), `targets` `[B]` float32 -> leaf indices `[B]` int32, one batched gather per
-    level. Guarded against float rounding: the walk never enters a child whose sum is 0, so (if
-    the root is positive) it always ends on a leaf with positive mass, i.e. a stored slot, even
-    when `target - left` rounds past the right child's sum or the target is >= total.
+    `target < left`, else subtract `left` and go right. `sum_tree` float32 `[2 L]` (heap layout,
+    see `tree_set`), `targets` `[B]` float32 -> leaf indices `[B]` int32, one batched gather of
+    both children per level. Guarded against float rounding: the walk never enters a child whose
+    sum is 0, so (if the root is positive) it always ends on a leaf with positive mass, i.e. a
+    stored slot, even when `target - left` rounds past the right child's sum or the target is
+    >= total.
     """
-    num_leaves = trees.shape[0] // 2
+    num_leaves = sum_tree.shape[0] // 2
     depth = num_leaves.bit_length() - 1
-    children_of = trees.reshape(num_leaves, 2, 2)
+    children_of = sum_tree.reshape(num_leaves, 2)
 
     def level_down(_, carry):
         node, target = carry
         children = children_of.at[node].get(mode="promise_in_bounds")
-        left, right = children[:, 0, 0], children[:, 1, 0]
+        left, right = children[:, 0], children[:, 1]
         go_right = jnp.where(left > 0, (target >= left) & (right > 0), True)
         target = jnp.where(go_right, target - left, target)
         return 2 * node + go_right.astype(jnp.int32), target
@@ -424,7 +449,8 @@ def uniform_replay(capacity: int, batch_size: int) -> ReplayBuffer:
             size=jnp.zeros((), jnp.int32),
             # Distinct (empty) arrays: one buffer cannot be donated twice.
             priorities=jnp.zeros((0,), jnp.float32),
-            trees=jnp.zeros((0, 2), jnp.float32),
+            sum_tree=jnp.zeros((0,), jnp.float32),
+            min_tree=jnp.zeros((0,), jnp.float32),
             max_priority=jnp.ones((), jnp.float32),
         )
 
@@ -473,8 +499,8 @@ def prioritized_replay(
     items, with
 
     * `kind="proportional"`: `p_i = |delta_i| + eps`. Sum tree over `L = 2^ceil(log2 C)` leaves
-      plus a min tree (exact `min_j P(j)` for the weights), stored together in
-      `state.trees`. `add` / `set_priorities` cost `O(B log C)` (no delta updates: ancestors
+      plus a min tree (exact `min_j P(j)` for the weights), `state.sum_tree` and
+      `state.min_tree`. `add` / `set_priorities` cost `O(B log C)` (no delta updates: ancestors
       are recomputed, so the root never drifts); `sample` is stratified (Appendix B.2.1:
       `[0, total)` split into `B` equal segments, one uniform draw per segment, draws clipped
       below `total`, guarded sum-tree descent), `O(B log C)`.
@@ -509,9 +535,9 @@ def prioritized_replay(
       alpha: priority exponent, >= 0 (0 gives uniform sampling; the paper uses 0.6 / 0.7).
       kind: "proportional" or "rank".
       eps: added to `|delta|` so no item has zero priority, > 0.
-      tree_impl: how `add` / `set_priorities` update the trees (proportional only; all exact,
-        bit-identical results, see `tree_set`): "sequential" (scalar walks, fastest on CPU),
-        "batched" (one gather/scatter per level, for GPU/TPU) or "auto" (sequential on the CPU
+      tree_impl: how `add` / `set_priorities` update the trees (all exact, bit-identical
+        results, see `tree_set`): "levels" (CPU with one XLA intra-op thread), "walk" (CPU with
+        XLA's default multi-threaded pool), "batched" (GPU/TPU) or "auto" (levels on the CPU
         backend, batched elsewhere).
 
     Returns:
@@ -531,42 +557,54 @@ def prioritized_replay(
         rank_power_np, rank_cumsum_np = _rank_tables(capacity, alpha)
 
     def init(item: PyTree) -> ReplayState:
+        if proportional:
+            sum_tree, min_tree = empty_trees(num_leaves)
+        else:
+            sum_tree, min_tree = jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)
         return ReplayState(
             storage=_init_storage(item, capacity),
             position=jnp.zeros((), jnp.int32),
             size=jnp.zeros((), jnp.int32),
             priorities=jnp.zeros((capacity,), jnp.float32),
-            trees=_empty_trees(num_leaves) if proportional else jnp.zeros((0, 2), jnp.float32),
+            sum_tree=sum_tree,
+            min_tree=min_tree,
             max_priority=jnp.ones((), jnp.float32),
         )
 
     def ordered(batch: int) -> bool:
         """Whether writes are applied in order (duplicates allowed) for a batch of this size."""
-        return proportional and _tree_path(num_leaves, batch, tree_impl) == "sequential"
+        return _tree_path(num_leaves, batch, tree_impl) in ("levels", "walk")
 
-    def write_priorities(state, slots, raw, write):
+    def write_priorities(state: ReplayState, slots, raw, write) -> ReplayState:
         """Stores raw priorities at `slots[write]` and updates both trees.
 
         Slots with `write=True` must be unique unless `ordered(B)`.
         """
-        if ordered(slots.shape[0]):
-            priorities = _ordered_set(state.priorities, slots, raw, write)
-        else:
-            target = jnp.where(write, slots, capacity)  # out of range: dropped
-            priorities = state.priorities.at[target].set(raw, mode="drop")
         if not proportional:
-            return priorities, state.trees
+            if ordered(slots.shape[0]):
+                (priorities,) = _ordered_set([state.priorities], [0], slots, [raw], write)
+            else:
+                target = jnp.where(write, slots, capacity)  # out of range: dropped
+                priorities = state.priorities.at[target].set(raw, mode="drop")
+            return state.replace(priorities=priorities)
         leaves = jnp.power(raw, alpha).astype(jnp.float32)
-        return priorities, tree_set(state.trees, slots, leaves, write, tree_impl)
+        sum_tree, min_tree, priorities = tree_set(
+            state.sum_tree,
+            state.min_tree,
+            slots,
+            leaves,
+            write,
+            tree_impl,
+            extra=((state.priorities, raw),),
+        )
+        return state.replace(priorities=priorities, sum_tree=sum_tree, min_tree=min_tree)
 
     def add(state: ReplayState, items: PyTree) -> ReplayState:
         slots, storage, position, size = _ring_slots(state, items, capacity)
         raw = jnp.full(slots.shape, state.max_priority, jnp.float32)
         write = jnp.ones(slots.shape, bool)
-        priorities, trees = write_priorities(state, slots, raw, write)
-        return state.replace(
-            storage=storage, position=position, size=size, priorities=priorities, trees=trees
-        )
+        state = state.replace(storage=storage, position=position, size=size)
+        return write_priorities(state, slots, raw, write)
 
     def set_priorities(
         state: ReplayState, indices: jax.Array, priorities: jax.Array
@@ -584,20 +622,16 @@ def prioritized_replay(
         # Duplicates: the last occurrence wins (applied in order, or masked to unique writes).
         write = in_range if ordered(indices.shape[0]) else in_range & _last_occurrence(indices)
         safe_slots = jnp.where(write, indices, 0)
-        new_priorities, trees = write_priorities(state, safe_slots, raw, write)
+        state = write_priorities(state, safe_slots, raw, write)
         # Running max over every in-range value, as if the batch were applied sequentially.
         max_priority = jnp.maximum(state.max_priority, jnp.max(jnp.where(in_range, raw, 0.0)))
-        return state.replace(
-            priorities=new_priorities,
-            trees=trees,
-            max_priority=max_priority.astype(jnp.float32),
-        )
+        return state.replace(max_priority=max_priority.astype(jnp.float32))
 
     def sample_proportional(state: ReplayState, key: chex.PRNGKey, beta: Any) -> ReplaySample:
-        total, min_leaf = state.trees[1, 0], state.trees[1, 1]
+        total, min_leaf = state.sum_tree[1], state.min_tree[1]
         targets = _stratified_targets(key, batch_size, total)
-        indices = jnp.clip(tree_descend(state.trees, targets), 0, capacity - 1)
-        leaves = state.trees[num_leaves + indices, 0]
+        indices = jnp.clip(tree_descend(state.sum_tree, targets), 0, capacity - 1)
+        leaves = state.sum_tree[num_leaves + indices]
         return ReplaySample(
             indices=indices,
             items=_gather(state.storage, indices),

@@ -158,7 +158,8 @@ def test_uniform_sample_in_range_and_noop_priorities():
 
 @pytest.mark.parametrize(
     "capacity, tree_impl",
-    [(13, "auto"), (40, "sequential"), (40, "batched")],  # 13: set_priorities rebuilds densely
+    # 13: set_priorities rebuilds densely
+    [(13, "auto"), (40, "levels"), (40, "walk"), (40, "batched")],
 )
 def test_sum_tree_matches_sequential_reference(capacity, tree_impl):
     alpha = 0.6
@@ -199,7 +200,7 @@ def test_sum_tree_matches_sequential_reference(capacity, tree_impl):
         np.testing.assert_allclose(batch.probabilities, ref.proportional_probs()[idx], rtol=1e-5)
 
 
-@pytest.mark.parametrize("tree_impl", ["sequential", "batched"])
+@pytest.mark.parametrize("tree_impl", ["levels", "walk", "batched"])
 def test_no_drift_after_a_million_priority_writes(tree_impl):
     """1e6 priority writes inside one jitted fori_loop: the root stays exactly the float32
     pairwise sum of the leaves; a naive delta-propagating tree drifts on the same updates."""
@@ -266,53 +267,61 @@ def test_max_priority_keeps_fractional_part():
     assert state.max_priority == expected
 
 
-def _empty_trees(num_leaves):
-    return jnp.stack([jnp.zeros(2 * num_leaves), jnp.full(2 * num_leaves, jnp.inf)], axis=1)
-
-
-@pytest.mark.parametrize("tree_impl", ["sequential", "batched"])
+@pytest.mark.parametrize("tree_impl", ["levels", "walk", "batched"])
 def test_descent_never_returns_empty_slots_at_the_right_edge(tree_impl):
     # A huge and a tiny leaf: total = 1e8 + 1 rounds to 1e8, so "target - left" overshoots.
     capacity = 6
     slots = jnp.array([0, 2], jnp.int32)
-    trees = jax.jit(replay.tree_set, static_argnums=4)(
-        _empty_trees(8), slots, jnp.array([1e8, 1.0]), jnp.ones(2, bool), tree_impl
+    sum_tree, _ = jax.jit(replay.tree_set, static_argnums=5)(
+        *replay.empty_trees(8), slots, jnp.array([1e8, 1.0]), jnp.ones(2, bool), tree_impl
     )
-    total = np.float32(trees[1, 0])
+    total = np.float32(sum_tree[1])
     targets = np.array(
         [0.0, 1e8 - 8, np.nextafter(total, np.float32(0)), total, 2 * total, np.inf], np.float32
     )
-    leaves = np.asarray(jax.jit(replay.tree_descend)(trees, jnp.asarray(targets)))
+    leaves = np.asarray(jax.jit(replay.tree_descend)(sum_tree, jnp.asarray(targets)))
     assert set(leaves.tolist()) <= {0, 2}, leaves
     assert leaves.max() < capacity
 
 
 def test_tree_update_paths_are_bit_identical():
-    """Sequential walk, batched level scatter and dense rebuild give the same trees; the
-    sequential path applies duplicates in order (last wins), like the last-occurrence mask."""
+    """In-order leaf writes with level or walk updates, a masked scatter and the dense rebuild
+    give the same trees (and the same extra array); the in-order paths apply duplicates in
+    order (last wins), like the last-occurrence mask."""
     num_leaves, batch = 64, 8  # batch * depth = 48 < 128: sequential / batched; rebuild forced
     rng = np.random.default_rng(1)
-    sequential = batched = rebuild = _empty_trees(num_leaves)
-    update = jax.jit(replay.tree_set, static_argnums=4)
+    empty = (*replay.empty_trees(num_leaves), jnp.zeros(50))
+    sequential = walk = batched = rebuild = empty
+    update = jax.jit(replay.tree_set, static_argnums=5)
     pad = 22 - batch  # 22 * 6 >= 128: the rebuild path
+
+    def apply(trees, slots, leaves, write, impl):
+        return update(*trees[:2], slots, leaves, write, impl, extra=((trees[2], 2 * leaves),))
+
     for _ in range(20):
         slots = rng.integers(0, 50, size=batch).astype(np.int32)
         leaves = rng.uniform(0, 10, size=batch).astype(np.float32)
         last = np.zeros(batch, bool)
         last[[max(np.nonzero(slots == s)[0]) for s in np.unique(slots)]] = True
-        sequential = update(sequential, slots, leaves, np.ones(batch, bool), "sequential")
-        batched = update(batched, slots, leaves, last, "batched")
-        rebuild = update(
+        sequential = apply(sequential, slots, leaves, np.ones(batch, bool), "levels")
+        walk = apply(walk, slots, leaves, np.ones(batch, bool), "walk")
+        batched = apply(batched, slots, leaves, last, "batched")
+        rebuild = apply(
             rebuild,
             np.concatenate([slots, np.zeros(pad, np.int32)]),
             np.concatenate([leaves, np.zeros(pad, np.float32)]),
             np.concatenate([last, np.zeros(pad, bool)]),
             "batched",
         )
-    np.testing.assert_array_equal(sequential, batched)
-    np.testing.assert_array_equal(sequential, rebuild)
-    sum_tree = np.asarray(sequential[:, 0])
+    for a, b, c, d in zip(sequential, batched, rebuild, walk, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(a, d)
+    sum_tree, min_tree, extra = map(np.asarray, sequential)
     assert sum_tree[1] == _pairwise_sum_f32(sum_tree[num_leaves:])
+    np.testing.assert_array_equal(extra, 2 * sum_tree[num_leaves : num_leaves + 50])
+    written = sum_tree[num_leaves:] > 0
+    assert min_tree[1] == sum_tree[num_leaves:][written].min()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from rlax_zoo import replay as replay_lib
-from rlax_zoo import value_learning
+from rlax_zoo import value_learning, xla_cpu
 from rlax_zoo.agents.base import (
     VmappedTrainer,
     make_chunk_runner,
@@ -259,6 +259,7 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
             alpha=config.priority_exponent,
             kind=config.replay,
             eps=config.priority_eps,
+            tree_impl=xla_cpu.replay_tree_impl(),
         )
     optimizer = optax.chain(
         optax.clip_by_global_norm(config.max_grad_norm)

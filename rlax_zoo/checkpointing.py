@@ -25,6 +25,18 @@ def _ocp():
     return ocp
 
 
+def _size(x) -> int:
+    return int(np.prod(np.shape(x)))
+
+
+def _placeholder(x):
+    """What a zero-size array is saved as (one zero of its dtype)."""
+    dtype = x.dtype if isinstance(x, jax.ShapeDtypeStruct) else np.asarray(x).dtype
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct((1,), dtype)
+    return np.zeros((1,), dtype)
+
+
 class Checkpointer:
     """Save/restore (state pytree, metadata dict) under `directory` (made absolute)."""
 
@@ -43,7 +55,9 @@ class Checkpointer:
         ocp = _ocp()
         if step in self._manager.all_steps():
             self._manager.delete(step)
-        state = jax.tree.map(np.asarray, state)
+        # orbax cannot write zero-size arrays (a replay buffer without a min tree has one): they
+        # are saved as a one-element placeholder and rebuilt from the target on restore.
+        state = jax.tree.map(lambda x: np.asarray(x) if np.size(x) else _placeholder(x), state)
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -85,18 +99,22 @@ class Checkpointer:
                     ),
                     target_fn(meta),
                 )
+                saved = jax.tree.map(lambda t: t if _size(t) else _placeholder(t), target)
                 out = self._manager.restore(
                     step,
                     args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                        state=ocp.args.StandardRestore(saved), meta=ocp.args.JsonRestore()
                     ),
+                )
+                state = jax.tree.map(
+                    lambda t, x: x if _size(t) else np.zeros(t.shape, t.dtype), target, out["state"]
                 )
                 if errors:
                     warnings.warn(
                         f"skipped unreadable checkpoint(s) {errors}; resumed from step {step}",
                         stacklevel=2,
                     )
-                return out["state"], dict(out["meta"]), step
+                return state, dict(out["meta"]), step
             except Exception as e:  # noqa: BLE001 - any reader failure means corrupt
                 errors.append(f"{os.path.join(self.directory, str(step))}: {type(e).__name__}")
         raise CheckpointError(

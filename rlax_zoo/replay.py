@@ -57,6 +57,7 @@ import numpy as np
 PyTree = Any
 KINDS = ("proportional", "rank")
 TREE_IMPLS = ("auto", "levels", "walk", "batched")
+NORMALISATIONS = ("buffer", "batch")
 
 
 @chex.dataclass(frozen=True)
@@ -249,11 +250,11 @@ def _tree_path(num_leaves: int, batch: int, tree_impl: str) -> str:
     return tree_impl
 
 
-def _ordered_set(arrays, offsets, slots: jax.Array, values, write: jax.Array, walk_depth=0):
+def _ordered_set(arrays, offsets, slots: jax.Array, values, write: jax.Array, walk=()):
     """`array[offset + slots[b]] = value[b]` for each (array, offset, value) and each `b` in
-    order where `write[b]`, in one loop (the last duplicate wins). With `walk_depth > 0` the
-    first two arrays are the sum and min trees, and each write is followed by a scalar walk
-    that recomputes the `walk_depth` ancestors of the leaf."""
+    order where `write[b]`, in one loop (the last duplicate wins). `walk` = (depth, combines):
+    the first `len(combines)` arrays are trees whose `depth` ancestors of each written leaf are
+    then recomputed by a scalar walk, node = combine(left, right)."""
 
     def body(b, arrays):
         out = []
@@ -262,36 +263,25 @@ def _ordered_set(arrays, offsets, slots: jax.Array, values, write: jax.Array, wa
             current = jax.lax.dynamic_index_in_dim(array, slot, keepdims=False)
             new = jnp.where(write[b], value[b].astype(array.dtype), current)
             out.append(jax.lax.dynamic_update_index_in_dim(array, new, slot, 0))
-        if walk_depth:
+        if walk:
+            depth, combines = walk
 
             def up(_, carry):
-                node, sum_tree, min_tree = carry
+                node, *trees = carry
                 node = node // 2
-                s = jax.lax.dynamic_slice_in_dim(sum_tree, 2 * node, 2)
-                m = jax.lax.dynamic_slice_in_dim(min_tree, 2 * node, 2)
-                return (
-                    node,
-                    jax.lax.dynamic_update_index_in_dim(sum_tree, s[0] + s[1], node, 0),
-                    jax.lax.dynamic_update_index_in_dim(min_tree, jnp.minimum(m[0], m[1]), node, 0),
-                )
+                new_trees = []
+                for tree, combine in zip(trees, combines, strict=True):
+                    pair = jax.lax.dynamic_slice_in_dim(tree, 2 * node, 2)
+                    parent = combine(pair[0], pair[1])
+                    new_trees.append(jax.lax.dynamic_update_index_in_dim(tree, parent, node, 0))
+                return (node, *new_trees)
 
             node = jnp.where(write[b], slots[b], 0) + offsets[0]
-            out[:2] = jax.lax.fori_loop(0, walk_depth, up, (node, out[0], out[1]))[1:]
+            k = len(combines)
+            out[:k] = jax.lax.fori_loop(0, depth, up, (node, *out[:k]))[1:]
         return tuple(out)
 
     return jax.lax.fori_loop(0, slots.shape[0], body, tuple(arrays))
-
-
-def _parents_from_children(sum_tree, min_tree, parents):
-    """Sets nodes `parents` to (left + right, min(left, right)) of their children."""
-    left, right = 2 * parents, 2 * parents + 1
-    get = lambda tree, nodes: tree.at[nodes].get(mode="promise_in_bounds")
-    sums = get(sum_tree, left) + get(sum_tree, right)
-    mins = jnp.minimum(get(min_tree, left), get(min_tree, right))
-    return (
-        sum_tree.at[parents].set(sums, mode="promise_in_bounds"),
-        min_tree.at[parents].set(mins, mode="promise_in_bounds"),
-    )
 
 
 def tree_set(
@@ -307,10 +297,11 @@ def tree_set(
 
     Sum tree of Schaul et al. 2016, Appendix B.2.1, plus a min tree beside it. `sum_tree`,
     `min_tree` float32 `[2 L]` in heap layout (node 1 is the root, node `n` has children `2n`
-    and `2n + 1`, leaf `i` is node `L + i`); `slots` int32, `leaves` (`p^alpha`), `write` bool,
-    all `[B]`; entries with `write=False` change nothing. Returns `(sum_tree, min_tree)`.
-    `extra` is a tuple of `(array, values [B])` pairs written at the same slots in the same way
-    (the raw priorities); their new arrays follow the trees in the returned tuple.
+    and `2n + 1`, leaf `i` is node `L + i`); a `min_tree` of shape `[0]` is no tree (returned as
+    is, nothing is spent on it). `slots` int32, `leaves` (`p^alpha`), `write` bool, all `[B]`;
+    entries with `write=False` change nothing. Returns `(sum_tree, min_tree)`. `extra` is a
+    tuple of `(array, values [B])` pairs written at the same slots in the same way (the raw
+    priorities); their new arrays follow the trees in the returned tuple.
 
     No delta is ever added: every ancestor is *set* to `(left + right, min(left, right))` of its
     (already final) children, so each node always equals the exact float32 reduction of its
@@ -336,38 +327,50 @@ def tree_set(
     depth = num_leaves.bit_length() - 1
     path = _tree_path(num_leaves, slots.shape[0], tree_impl)
     leaves = leaves.astype(sum_tree.dtype)
-    arrays = [sum_tree, min_tree] + [array for array, _ in extra]
-    values = [leaves, leaves] + [v for _, v in extra]
-    offsets = [num_leaves, num_leaves] + [0] * len(extra)
+    trees, combines = [sum_tree], [jnp.add]
+    if min_tree.shape[0]:
+        trees, combines = [sum_tree, min_tree], [jnp.add, jnp.minimum]
+    k = len(trees)
+    arrays = trees + [array for array, _ in extra]
+    values = [leaves] * k + [v for _, v in extra]
+    offsets = [num_leaves] * k + [0] * len(extra)
     if path == "walk":
-        return _ordered_set(arrays, offsets, slots, values, write, walk_depth=depth)
-    if path == "levels":
+        written = _ordered_set(arrays, offsets, slots, values, write, walk=(depth, combines))
+    elif path == "levels":
         written = _ordered_set(arrays, offsets, slots, values, write)
     else:
         written = []
         for array, offset, value in zip(arrays, offsets, values, strict=True):
             target = jnp.where(write, slots + offset, array.shape[0])  # out of range: dropped
             written.append(array.at[target].set(value.astype(array.dtype), mode="drop"))
-    sum_tree, min_tree, *extra_out = written
+    trees, extra_out = list(written[:k]), list(written[k:])
     if path == "rebuild":
         for level in range(depth - 1, -1, -1):
             width = 1 << level  # nodes [width, 2 width), children [2 width, 4 width)
-            s = sum_tree[2 * width : 4 * width]
-            m = min_tree[2 * width : 4 * width]
-            sum_tree = sum_tree.at[width : 2 * width].set(s[0::2] + s[1::2])
-            min_tree = min_tree.at[width : 2 * width].set(jnp.minimum(m[0::2], m[1::2]))
-        return (sum_tree, min_tree, *extra_out)
+            for i, combine in enumerate(combines):
+                children = trees[i][2 * width : 4 * width]
+                parents = combine(children[0::2], children[1::2])
+                trees[i] = trees[i].at[width : 2 * width].set(parents)
+    elif path != "walk":
+        # Entries that did not write recompute the (always consistent) ancestors of leaf 0.
+        node = jnp.where(write, slots, 0) + num_leaves
 
-    # Entries that did not write recompute the (always consistent) ancestors of leaf 0.
-    node = jnp.where(write, slots, 0) + num_leaves
+        def level_up(_, carry):
+            node, *trees = carry
+            node = node // 2
+            get = lambda tree, nodes: tree.at[nodes].get(mode="promise_in_bounds")
+            return (node,) + tuple(
+                tree.at[node].set(
+                    combine(get(tree, 2 * node), get(tree, 2 * node + 1)),
+                    mode="promise_in_bounds",
+                )
+                for tree, combine in zip(trees, combines, strict=True)
+            )
 
-    def level_up(_, carry):
-        node, sum_tree, min_tree = carry
-        node = node // 2
-        return (node, *_parents_from_children(sum_tree, min_tree, node))
-
-    _, sum_tree, min_tree = jax.lax.fori_loop(0, depth, level_up, (node, sum_tree, min_tree))
-    return (sum_tree, min_tree, *extra_out)
+        trees = list(jax.lax.fori_loop(0, depth, level_up, (node, *trees))[1:])
+    if k == 1:
+        trees.append(min_tree)
+    return (*trees, *extra_out)
 
 
 def tree_descend(sum_tree: jax.Array, targets: jax.Array) -> jax.Array:
@@ -492,6 +495,7 @@ def prioritized_replay(
     kind: str = "proportional",
     eps: float = 1e-6,
     tree_impl: str = "auto",
+    normalise_weights: str = "buffer",
 ) -> ReplayBuffer:
     """Prioritized experience replay (Schaul et al. 2016, Section 3.3, Algorithm 1).
 
@@ -519,8 +523,10 @@ def prioritized_replay(
     is float32 and includes `eps` (after `set_priorities(.., [2.7])` new items get
     `float32(2.7) + float32(eps)`). `sample(state, key, beta)` returns importance weights
     `w_i = (N P(i))^-beta / max_j (N P(j))^-beta` (Section 3.4, Algorithm 1 line 10) with the max
-    over the whole buffer, computed as `(P(i) / min_j P(j))^-beta`; `beta` in [0, 1] may be a
-    traced scalar (annealed by the caller).
+    over the whole buffer, computed as `(P(i) / min_j P(j))^-beta` (`normalise_weights="buffer"`),
+    or over the sampled batch (`"batch"`, as Dopamine and most implementations do; the
+    proportional buffer then keeps no min tree, which makes `add` and `set_priorities` cheaper);
+    `beta` in [0, 1] may be a traced scalar (annealed by the caller).
 
     `set_priorities(state, indices [B], priorities [B])` takes `|delta|` (Algorithm 1 line 12;
     `abs` is applied, then `eps` added). If an index repeats, the last occurrence wins. Indices
@@ -551,6 +557,11 @@ def prioritized_replay(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if tree_impl not in TREE_IMPLS:
         raise ValueError(f"tree_impl must be one of {TREE_IMPLS}, got {tree_impl!r}")
+    if normalise_weights not in NORMALISATIONS:
+        raise ValueError(
+            f"normalise_weights must be one of {NORMALISATIONS}, got {normalise_weights!r}"
+        )
+    over_batch = normalise_weights == "batch"
     proportional = kind == "proportional"
     num_leaves = _num_leaves(capacity)
     if not proportional:
@@ -559,6 +570,8 @@ def prioritized_replay(
     def init(item: PyTree) -> ReplayState:
         if proportional:
             sum_tree, min_tree = empty_trees(num_leaves)
+            if over_batch:
+                min_tree = jnp.zeros((0,), jnp.float32)
         else:
             sum_tree, min_tree = jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)
         return ReplayState(
@@ -628,10 +641,11 @@ def prioritized_replay(
         return state.replace(max_priority=max_priority.astype(jnp.float32))
 
     def sample_proportional(state: ReplayState, key: chex.PRNGKey, beta: Any) -> ReplaySample:
-        total, min_leaf = state.sum_tree[1], state.min_tree[1]
+        total = state.sum_tree[1]
         targets = _stratified_targets(key, batch_size, total)
         indices = jnp.clip(tree_descend(state.sum_tree, targets), 0, capacity - 1)
         leaves = state.sum_tree[num_leaves + indices]
+        min_leaf = jnp.min(leaves) if over_batch else state.min_tree[1]
         return ReplaySample(
             indices=indices,
             items=_gather(state.storage, indices),
@@ -655,7 +669,9 @@ def prioritized_replay(
         return ReplaySample(
             indices=indices,
             items=_gather(state.storage, indices),
-            weights=_normalised_weights(power / rank_power[n - 1], beta),
+            weights=_normalised_weights(
+                power / (jnp.min(power) if over_batch else rank_power[n - 1]), beta
+            ),
             probabilities=power / total,
         )
 

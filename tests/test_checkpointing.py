@@ -43,3 +43,19 @@ def test_structure_mismatch_is_clear(tmp_path):
     ck.save(1, _tree(1.0), {"chunk": 1})
     with pytest.raises(CheckpointError, match="unreadable or does not match"):
         ck.restore(lambda meta: {"w": np.zeros((5, 5), np.float32)})
+
+
+def test_zero_size_arrays_round_trip(tmp_path):
+    """orbax cannot write zero-size arrays (a replay buffer without a min tree holds one):
+    they come back with their shape and dtype."""
+    ck = Checkpointer(str(tmp_path / "checkpoints"))
+    tree = {
+        "w": np.arange(3, dtype=np.float32),
+        "empty": np.zeros((0,), np.float32),
+        "empty2": np.zeros((0, 2), np.int32),
+    }
+    ck.save(1, tree, {})
+    state, _, _ = ck.restore(lambda meta: tree)
+    np.testing.assert_array_equal(state["w"], tree["w"])
+    assert state["empty"].shape == (0,) and state["empty"].dtype == np.float32
+    assert state["empty2"].shape == (0, 2) and state["empty2"].dtype == np.int32

@@ -313,6 +313,20 @@ def test_tree_update_paths_are_bit_identical():
             np.concatenate([last, np.zeros(pad, bool)]),
             "batched",
         )
+    # Without a min tree (shape [0]: normalise_weights="batch") the sum tree is the same.
+    for impl in ("levels", "walk", "batched"):
+        no_min = (replay.empty_trees(num_leaves)[0], jnp.zeros(0), jnp.zeros(50))
+        rng = np.random.default_rng(1)
+        for _ in range(20):
+            slots = rng.integers(0, 50, size=batch).astype(np.int32)
+            leaves = rng.uniform(0, 10, size=batch).astype(np.float32)
+            last = np.zeros(batch, bool)
+            last[[max(np.nonzero(slots == s)[0]) for s in np.unique(slots)]] = True
+            write = last if impl == "batched" else np.ones(batch, bool)
+            no_min = apply(no_min, slots, leaves, write, impl)
+        np.testing.assert_array_equal(no_min[0], sequential[0])
+        np.testing.assert_array_equal(no_min[2], sequential[2])
+        assert no_min[1].shape == (0,)
     for a, b, c, d in zip(sequential, batched, rebuild, walk, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
@@ -329,9 +343,11 @@ def test_tree_update_paths_are_bit_identical():
 
 
 @functools.cache
-def _filled_buffer(kind, alpha=0.7, capacity=20, stored=16, batch_size=64):
+def _filled_buffer(kind, alpha=0.7, capacity=20, stored=16, batch_size=64, normalise="buffer"):
     """16 items with distinct priorities in a 20-slot buffer; jitted `sample`; a reference."""
-    buffer = replay.prioritized_replay(capacity, batch_size=batch_size, alpha=alpha, kind=kind)
+    buffer = replay.prioritized_replay(
+        capacity, batch_size=batch_size, alpha=alpha, kind=kind, normalise_weights=normalise
+    )
     rng = np.random.default_rng(0)
     deltas = rng.permutation(np.linspace(0.05, 3.0, stored)).astype(np.float32)  # distinct
 
@@ -373,6 +389,26 @@ def test_importance_weights(kind, beta):
     expected = _importance_weights(probs, ref.size, beta)[idx]
     np.testing.assert_allclose(batch.weights, expected, rtol=2e-5)
     assert np.all(np.asarray(batch.weights) <= 1.0)
+
+
+@pytest.mark.parametrize("kind", ["proportional", "rank"])
+def test_weights_normalised_over_the_batch(kind):
+    """normalise_weights="batch": w_i = (N P(i))^-beta / max over the batch (no min tree); the
+    same probabilities and samples as the buffer-normalised buffer."""
+    beta = 0.6
+    _, state, ref, sample = _filled_buffer(kind, normalise="batch")
+    _, exact_state, _, exact_sample = _filled_buffer(kind)
+    probs = ref.proportional_probs() if kind == "proportional" else ref.rank_probs()
+    batch = sample(state, jax.random.key(3), beta)
+    idx = np.asarray(batch.indices)
+    w = (ref.size * probs[idx]) ** -beta
+    np.testing.assert_allclose(batch.weights, w / w.max(), rtol=2e-5)
+    assert np.max(batch.weights) == 1.0
+    exact = exact_sample(exact_state, jax.random.key(3), beta)
+    np.testing.assert_array_equal(idx, exact.indices)
+    np.testing.assert_array_equal(batch.probabilities, exact.probabilities)
+    np.testing.assert_array_equal(state.sum_tree, exact_state.sum_tree)
+    assert state.min_tree.shape == (0,)
 
 
 def test_rank_probabilities_are_normalised_power_law():
@@ -430,6 +466,7 @@ def test_rank_buffer_ring_and_donation():
         (dict(capacity=4, batch_size=2, eps=0.0), "eps"),
         (dict(capacity=4, batch_size=2, eps=-1e-3), "eps"),
         (dict(capacity=4, batch_size=2, tree_impl="gpu"), "tree_impl"),
+        (dict(capacity=4, batch_size=2, normalise_weights="max"), "normalise_weights"),
     ],
 )
 def test_prioritized_argument_validation(kwargs, match):

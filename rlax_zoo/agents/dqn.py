@@ -260,6 +260,7 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
             kind=config.replay,
             eps=config.priority_eps,
             tree_impl=xla_cpu.replay_tree_impl(),
+            normalise_weights=config.importance_normalization,
         )
     optimizer = optax.chain(
         optax.clip_by_global_norm(config.max_grad_norm)
@@ -369,11 +370,8 @@ def make_agent(config: DQNConfig, obs_shape, obs_dtype, num_actions: int) -> DQN
         key, sample_key = jax.random.split(state.key)
         beta = linear_schedule(config.importance_beta, 1.0, total_steps, state.env_steps)
         sample = buffer.sample(state.replay, sample_key, beta)
-        weights = sample.weights
-        if config.importance_normalization == "batch":
-            weights = weights / jnp.max(weights)
         (loss, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, sample.items, weights
+            state.params, state.target_params, sample.items, sample.weights
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -77,7 +77,9 @@ def main() -> None:
     p.add_argument("--threshold", type=float, default=475.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default=None)
+    add_xla_cpu_threads_flag(p)  # 1, as `rlax-zoo train dqn` picks for CartPole
     args = p.parse_args()
+    apply_xla_cpu_threads(args)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
     cfg = dqn.DQNConfig(num_seeds=args.seeds, total_steps=args.total_steps, seed=args.seed)

@@ -26,7 +26,9 @@ Conventions (the paper's notation, Section 3.3 / Algorithm 1):
   `w_i = (N * P(i))^-beta / max_j (N * P(j))^-beta`, where `N` is the current number of stored
   items and the max runs over the *whole buffer* (not just the batch): it is attained at the item
   of smallest probability, so `w_i = (P(i) / min_j P(j))^-beta`, which is how it is computed
-  (`N` cancels). The proportional variant keeps a min tree so `min_j P(j)` is exact.
+  (`N` cancels). The proportional variant keeps a min tree so `min_j P(j)` is exact. With
+  `normalise_weights="batch"` the max runs over the sampled batch instead (as Dopamine and
+  most implementations do), and no min tree is kept.
 
 Sampling before anything was added cannot raise inside jit: the caller must `add` at least one
 item first (otherwise the returned indices point at an empty slot and the probabilities are

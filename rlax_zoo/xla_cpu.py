@@ -4,11 +4,12 @@ XLA's CPU client runs the kernels of an executable on an intra-op thread pool wh
 number of CPUs the process may use when the backend starts (its scheduler affinity). A loop of
 many tiny kernels, such as a DQN update of an MLP on a batch of 128 or the level-by-level walk of
 a sum tree, pays a hand-over between threads for each kernel, which the work does not repay. On
-the 2-core machine of `benchmarks/RESULTS.md` ("XLA:CPU with one intra-op thread"), a jitted
-loop of 17 batched gathers of 256 elements ran about 8x faster with a one-thread pool, and the
-DQN training loop on CartPole about 1.7x faster. Large convolutions go the other way (a
-Nature-CNN gradient on 32 Atari frames was about 1.45x slower with one thread), so the choice
-depends on the workload.
+the 2-core machine of `benchmarks/RESULTS.md` ("XLA:CPU with one intra-op thread", medians of
+5 rounds), one thread ran a jitted loop of 17 batched gathers of 256 elements 11.4x faster,
+prioritized replay (add, sample, set priorities) 3.0x faster and our default DQN training
+loop on CartPole 1.4x faster; the DQN loop with a plain uniform buffer and a Nature-CNN
+gradient on 32 Atari frames ran at the same speed (1.02x each; in an earlier probe the CNN
+gradient was 1.45x slower with one thread), so the choice depends on the workload.
 
 XLA has no flag for this pool's size. `configure_cpu_threads(n)` starts the CPU backend while
 the calling thread's affinity is restricted to `n` CPUs, so the pool is created with `n`

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help="Threads of XLA's CPU intra-op pool: an integer, or auto (the default): 1 for "
             "vector observations and PR-SSM (small kernels run faster on one thread), every "
-            "CPU for Atari frames and images. See rlax_zoo/xla_cpu.py.",
+            "CPU for Atari frames, images and the threaded methods (a3c, async-*, impala), "
+            "whose threads would otherwise share one XLA thread. See rlax_zoo/xla_cpu.py.",
         )
     sample = sub.add_parser(
         "sample", help="Draw samples from a trained DDPM run; writes an image grid PNG."
@@ -181,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 IMAGE_METHODS = ("ddpm", "autoencoder")
+# Methods whose actor(-learner)s are Python threads: with a one-thread XLA pool their jitted
+# calls run one after another (Pong-v5 A3C, 2 threads against 1: 1.04x, against 1.33x with
+# XLA's default pool; RESULTS.md).
+THREADED_METHODS = ("a3c", "async-q", "async-sarsa", "async-nstep-q", "impala")
 
 
 def _env_id_of(args) -> str | None:
@@ -210,7 +215,7 @@ def cpu_threads_for(method: str, args) -> int:
             ) from None
     env_id = _env_id_of(args)
     images = method in IMAGE_METHODS or (env_id is not None and is_atari(env_id))
-    return xla_cpu.available_cpus() if images else 1
+    return xla_cpu.available_cpus() if images or method in THREADED_METHODS else 1
 
 
 def main(argv: list[str] | None = None) -> int:

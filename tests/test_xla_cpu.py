@@ -82,7 +82,11 @@ def test_cli_resolves_auto_and_refuses_bad_values(capsys):
     assert threads("impala", "--env", "Breakout-v5") == every
     assert threads("prssm") == 1
     assert threads("ddpm") == every
-    assert threads("a3c", "--xla-cpu-threads", "2") == 2
+    assert threads("a3c") == every  # actor threads must not share one XLA thread
+    assert threads("async-q") == every
+    assert threads("impala") == every
+    assert threads("a2c") == 1
+    assert threads("a3c", "--xla-cpu-threads", "1") == 1
     assert cli.main(["train", "dqn", "--xla-cpu-threads", "0"]) == 2
     assert "--xla-cpu-threads: threads must be an integer from 1 to" in capsys.readouterr().err
     assert cli.main(["train", "dqn", "--xla-cpu-threads", "many"]) == 2

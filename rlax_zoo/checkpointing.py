@@ -29,14 +29,6 @@ def _size(x) -> int:
     return int(np.prod(np.shape(x)))
 
 
-def _placeholder(x):
-    """What a zero-size array is saved as (one zero of its dtype)."""
-    dtype = x.dtype if isinstance(x, jax.ShapeDtypeStruct) else np.asarray(x).dtype
-    if isinstance(x, jax.ShapeDtypeStruct):
-        return jax.ShapeDtypeStruct((1,), dtype)
-    return np.zeros((1,), dtype)
-
-
 class Checkpointer:
     """Save/restore (state pytree, metadata dict) under `directory` (made absolute)."""
 
@@ -57,7 +49,9 @@ class Checkpointer:
             self._manager.delete(step)
         # orbax cannot write zero-size arrays (a replay buffer without a min tree has one): they
         # are saved as a one-element placeholder and rebuilt from the target on restore.
-        state = jax.tree.map(lambda x: np.asarray(x) if np.size(x) else _placeholder(x), state)
+        state = jax.tree.map(
+            lambda x: np.asarray(x) if _size(x) else np.zeros((1,), np.asarray(x).dtype), state
+        )
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -99,7 +93,9 @@ class Checkpointer:
                     ),
                     target_fn(meta),
                 )
-                saved = jax.tree.map(lambda t: t if _size(t) else _placeholder(t), target)
+                saved = jax.tree.map(
+                    lambda t: t if _size(t) else jax.ShapeDtypeStruct((1,), t.dtype), target
+                )
                 out = self._manager.restore(
                     step,
                     args=ocp.args.Composite(

@@ -27,6 +27,14 @@ Measurements (env steps per second, `--num-envs` environments, `--steps` env ste
   its `main()` uses it) and `jax.tree_map` becomes `jax.tree.map` (removed in jax 0.10). It
   needs gymnax 0.0.x (gymnax >= 1.0 changed `env.step` to return 6 values; tested with
   gymnax 0.0.9 and flashbax 0.1.3).
+* second peer: CleanRL's `dqn_jax.py` (github.com/vwxyzjn/cleanrl; never part of this repo;
+  skipped if `--cleanrl-file` or `--cleanrl-python` is absent), the other peer the issue
+  names. It is a Python loop over one gymnasium env with a jitted update every 10 env steps,
+  so it needs its own Python (its dependencies: gymnasium 0.29, torch for its replay buffer,
+  tyro, tensorboard; tested with jax 0.10.2, flax 0.12.8, optax 0.2.8, torch 2.13 CPU). Each
+  repeat runs it once per placement (under `taskset` on one CPU, and on all CPUs) as a
+  subprocess; see `CleanRLMeasurement`. The bar's ratio uses the faster placement. Ours is
+  also run in its layout ("matched, 1 env": one env, an update every 10 env steps).
 * ceiling: envpool's raw `env.xla()` step alone in a jitted `lax.scan` with fixed int32 actions.
 * breakdown (per config): the loop rebuilt from `make_agent` (vmapped over a seed axis of size
   1, as `make_dqn` does) adding one piece at a time: env only -> + act (network forward,
@@ -41,20 +49,27 @@ each transition once (flashbax flat buffer, (s, s') pairs by index); ours stores
 next_obs (needed for n-step and truncation). The Python driver of `rlax_zoo.runner` (CSV rows,
 action log, checkpoints) is not timed here: this is `run_chunk` alone.
 
-Run:  python benchmarks/bench_dqn_speed.py --purejaxrl-file /tmp/purejaxrl_dqn.py
+Run:  python benchmarks/bench_dqn_speed.py --purejaxrl-file /tmp/purejaxrl_dqn.py \
+          --cleanrl-file /tmp/cleanrl/cleanrl/dqn_jax.py \
+          --cleanrl-python /tmp/cleanrl-venv/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import datetime
+import json
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import types
 import warnings
@@ -428,6 +443,90 @@ def peer_measurement(module, num_envs: int, steps: int) -> PeerMeasurement:
     return PeerMeasurement(steps, timed(lambda: short(rng)), timed(lambda: long(rng)))
 
 
+# ----------------------------------------------------------------------------- CleanRL
+
+# cleanrl/dqn_jax.py's defaults (commit fe8d8a0, Apr 2026): the same hyperparameters as
+# purejaxrl's, with ONE gymnasium env and an update every 10 env steps.
+CLEANRL_DEFAULTS = {
+    "total_timesteps": 500_000,
+    "exploration_fraction": 0.5,
+    "learning_starts": 10_000,
+}
+CLEANRL_SKIP = 2_000  # learning-phase steps left out of the rate (compiling the update)
+
+# Its SPS line is `global_step / wall time since start`, an integer; the one local edit adds
+# the step and a precise clock to it, so the rate over a window can be read exactly.
+CLEANRL_EDITS = [
+    (
+        'print("SPS:", int(global_step / (time.time() - start_time)))',
+        'print("SPS:", int(global_step / (time.time() - start_time)), "AT", global_step, '
+        "time.perf_counter(), flush=True)",
+    ),
+]
+
+# Runs in CleanRL's own Python: applies CLEANRL_EDITS in memory, then runs the file as main.
+CLEANRL_DRIVER = """
+import json, sys
+path, edits = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = [path] + sys.argv[3:]
+src = open(path).read()
+for old, new in edits:
+    assert old in src, f"edit target not found in {path}: {old!r}"
+    src = src.replace(old, new)
+exec(compile(src, path, "exec"), {"__name__": "__main__", "__file__": path})
+"""
+
+
+def cleanrl_rate(stdout: str, start: int) -> float:
+    """Env steps/s between the first and last `SPS ... AT step clock` line with step >= start."""
+    points = [
+        (int(m.group(1)), float(m.group(2)))
+        for m in re.finditer(r"^SPS: \d+ AT (\d+) ([0-9.]+)$", stdout, re.MULTILINE)
+        if int(m.group(1)) >= start
+    ]
+    if len(points) < 2:
+        raise RuntimeError(
+            f"CleanRL printed {len(points)} usable SPS lines; its output:\n{stdout[-2000:]}"
+        )
+    (g0, t0), (g1, t1) = points[0], points[-1]
+    return (g1 - g0) / (t1 - t0)
+
+
+class CleanRLMeasurement(Measurement):
+    """CleanRL's dqn_jax.py, run in its own Python (gymnasium, torch, tyro, tensorboard).
+
+    Each call runs the file for `learning_starts + CLEANRL_SKIP + steps` env steps with
+    `--exploration-fraction` scaled so that epsilon falls exactly as in its default 500k-step
+    run, and reads the learning-phase rate from its SPS prints (the steps after the first
+    `CLEANRL_SKIP` learning steps). `one_core` runs it under `taskset` on one CPU, which gives
+    its jitted update a one-thread XLA pool as `--xla-cpu-threads 1` gives ours.
+    """
+
+    def __init__(self, name, python, path, steps, seed, one_core):
+        super().__init__(name, steps, self._run)
+        start = CLEANRL_DEFAULTS["learning_starts"] + CLEANRL_SKIP
+        total = start + steps
+        fraction = CLEANRL_DEFAULTS["exploration_fraction"] * CLEANRL_DEFAULTS["total_timesteps"]
+        self.start = start
+        self.cmd = [python, "-c", CLEANRL_DRIVER, path, json.dumps(CLEANRL_EDITS)]
+        self.cmd += [f"--seed={seed}", f"--total-timesteps={total}"]
+        self.cmd += [f"--exploration-fraction={fraction / total}"]
+        if one_core:
+            self.cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] + self.cmd
+        # cleanrl_utils (its replay buffer) sits next to the cleanrl/ folder.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        self.env = dict(os.environ, PYTHONPATH=root)
+
+    def _run(self) -> float:
+        with tempfile.TemporaryDirectory() as cwd:  # it writes runs/ (tensorboard) here
+            out = subprocess.run(
+                self.cmd, cwd=cwd, env=self.env, capture_output=True, text=True, check=False
+            )
+        if out.returncode:
+            raise RuntimeError(f"CleanRL exited with {out.returncode}:\n{out.stderr[-3000:]}")
+        return self.steps / cleanrl_rate(out.stdout, self.start)
+
+
 # ----------------------------------------------------------------------------- reporting
 
 
@@ -462,6 +561,18 @@ def main(argv: list[str] | None = None) -> None:
         "--purejaxrl-file",
         default="/tmp/purejaxrl_dqn.py",
         help="path to purejaxrl/dqn.py (github.com/luchris429/purejaxrl); skipped if absent",
+    )
+    parser.add_argument(
+        "--cleanrl-file",
+        default="/tmp/cleanrl/cleanrl/dqn_jax.py",
+        help="path to cleanrl/dqn_jax.py inside a CleanRL checkout (github.com/vwxyzjn/cleanrl, "
+        "for its cleanrl_utils); skipped if absent",
+    )
+    parser.add_argument(
+        "--cleanrl-python",
+        default="/tmp/cleanrl-venv/bin/python",
+        help="a Python with CleanRL's dependencies (jax, flax, optax, gymnasium 0.29, torch, "
+        "tyro, tensorboard)",
     )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown")
     add_xla_cpu_threads_flag(parser)
@@ -524,8 +635,32 @@ def main(argv: list[str] | None = None) -> None:
     if peer_note:
         print(peer_note)
 
+    cleanrl_note = None
+    if os.path.exists(args.cleanrl_file) and os.path.exists(args.cleanrl_python):
+        # CleanRL's layout: one env, one update per 10 env steps, target copy every 50 updates.
+        configs["matched1"] = dataclasses.replace(
+            matched_config(1), rollout_length=10, target_period=50
+        )
+        labels["matched1"] = "ours, matched, 1 env like CleanRL (an update per 10 env steps)"
+        call, steps = ours_full_loop(configs["matched1"], args.steps)
+        add("full/matched1", call, steps)
+        for one_core in (True, False):
+            name = "cleanrl/one-core" if one_core else "cleanrl/all-cores"
+            measurements[name] = CleanRLMeasurement(
+                name, args.cleanrl_python, args.cleanrl_file, args.steps, args.seed, one_core
+            )
+        print(f"CleanRL: {args.cleanrl_file} run by {args.cleanrl_python}; edit: SPS line + clock")
+    else:
+        cleanrl_note = (
+            f"CleanRL skipped: {args.cleanrl_file} or {args.cleanrl_python} does not exist "
+            "(export github.com/vwxyzjn/cleanrl there and make a venv with its dependencies)."
+        )
+        print(cleanrl_note)
+
     if not args.no_breakdown:
         for name, cfg in configs.items():
+            if name == "matched1":
+                continue  # the breakdown is for the 10-env loops
             for level in (ENV, ACT, OBSERVE, UPDATE):
                 call, steps = breakdown_loop(cfg, level, args.steps)
                 add(f"level/{name}/{level}", call, steps)
@@ -544,28 +679,40 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  repeat {r + 1}/{args.repeats}: {time.perf_counter() - t_rep:.1f} s", flush=True)
 
     peer_rate = measurements["peer"].median_rate() if "peer" in measurements else None
+    cleanrl = [m for k, m in measurements.items() if k.startswith("cleanrl/")]
+    cleanrl_rate = max((m.median_rate() for m in cleanrl), default=None)
     ceiling_rate = measurements["ceiling"].median_rate()
     print()
     print(
         f"### Training loop, {ENV_ID}, {args.num_envs} envs, learning phase "
         "(env steps/s, median over repeats)\n"
     )
-    print("| configuration | env steps/s, median (min-max) | vs purejaxrl | vs raw-env ceiling |")
-    print("|---|---|---|---|")
+    print(
+        "| configuration | env steps/s, median (min-max) | vs purejaxrl | vs CleanRL (faster) |"
+        " vs raw-env ceiling |"
+    )
+    print("|---|---|---|---|---|")
     rows = [(labels[n], measurements[f"full/{n}"]) for n in configs]
     if "peer" in measurements:
         rows.append(("purejaxrl DQN (gymnax CartPole, flashbax)", measurements["peer"]))
+    for m in cleanrl:
+        where = "taskset one core" if m.name.endswith("one-core") else "all cores"
+        rows.append((f"CleanRL dqn_jax (gymnasium CartPole, 1 env), {where}", m))
     rows.append(("ceiling: envpool env.xla() step only, fixed actions", measurements["ceiling"]))
     for label, m in rows:
         rate = m.median_rate()
         print(
-            f"| {label} | {fmt_rate(m)} | {ratio(rate, peer_rate)} | {ratio(rate, ceiling_rate)} |"
+            f"| {label} | {fmt_rate(m)} | {ratio(rate, peer_rate)} | {ratio(rate, cleanrl_rate)} |"
+            f" {ratio(rate, ceiling_rate)} |"
         )
-    if peer_note:
-        print(f"\n{peer_note}")
+    for note in (peer_note, cleanrl_note):
+        if note:
+            print(f"\n{note}")
 
     if not args.no_breakdown:
         for name, cfg in configs.items():
+            if name == "matched1":
+                continue
             full = measurements[f"full/{name}"]
             t_full = full.median_time() / full.steps  # seconds per env step
             print(f"\n### Where the time goes: {labels[name]}\n")

@@ -40,6 +40,7 @@ from diffusion.train import (  # noqa: E402
 )
 from rlax_zoo import config as config_lib  # noqa: E402
 from rlax_zoo.checkpointing import Checkpointer  # noqa: E402
+from rlax_zoo.runner import read_csv  # noqa: E402
 
 
 def load_run(run_dir):
@@ -56,6 +57,16 @@ def load_run(run_dir):
     if os.path.exists(path):
         with open(path) as f:
             results = json.load(f)
+    else:  # stopped early (Ctrl-C): the newest checkpoint's step and its metrics.csv row
+        step = int(restored["state"].step)
+        rows = [
+            r for r in read_csv(os.path.join(run_dir, "metrics.csv")) if int(r["iteration"]) == step
+        ]
+        results = dict(iterations=step, stopped_early=True)
+        if rows:
+            results.update(
+                train_seconds=float(rows[-1]["train_seconds"]), final_loss=float(rows[-1]["loss"])
+            )
     return config, trainer, jax.tree.map(jnp.asarray, restored["state"].ema_params), results
 
 

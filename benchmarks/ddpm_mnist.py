@@ -3,7 +3,7 @@
 within 1.3x of the 1000-step ancestral sampler's distance.
 
     python benchmarks/ddpm_mnist.py [--run RUN_DIR] [--set field=value ...]
-        [--samples 10000] [--ancestral-samples 1000] [--seed 0]
+        [--samples 10000] [--ancestral-samples 1000] [--seed 0] [--clip-x0 C] [--out JSON]
 
 Without --run it trains the default `rlax-zoo train ddpm` config (plus --set overrides)
 first and reports its training time. Split: the first 400 images of each class train
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from diffusion.ddpm import ancestral_sample, ddim_sample  # noqa: E402
 from diffusion.metrics import classifier_features, frechet_distance, train_classifier  # noqa: E402
 from diffusion.train import (  # noqa: E402
     DDPMConfig,
@@ -70,6 +71,23 @@ def load_run(run_dir):
     return config, trainer, jax.tree.map(jnp.asarray, restored["state"].ema_params), results
 
 
+def clipped_sampler(trainer, image_shape, clip):
+    """`trainer.sample` with x0-hat clipped to [-clip, clip] at every step."""
+
+    def sample(params, key, n, sampler="ddpm", steps=50):
+        def eps_fn(x, t):
+            return trainer.net.apply({"params": params}, x, t, train=False)
+
+        shape = (n,) + tuple(image_shape)
+        if sampler == "ddim":
+            return ddim_sample(
+                eps_fn, trainer.schedule, shape, key, num_sample_steps=steps, clip_x0=clip
+            )
+        return ancestral_sample(eps_fn, trainer.schedule, shape, key, sigma="beta", clip_x0=clip)
+
+    return sample
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default=None, help="Evaluate this trained run instead of training.")
@@ -77,6 +95,13 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=10_000)
     p.add_argument("--ancestral-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--clip-x0",
+        type=float,
+        default=None,
+        help="Clip x0-hat to [-c, c] in both samplers (Ho et al.'s released sampler clips at 1; "
+        "default: no clipping, as `rlax-zoo sample` does).",
+    )
     p.add_argument("--root", default="runs/bench-ddpm")
     p.add_argument("--out", default="benchmarks/results/ddpm_mnist.json")
     args = p.parse_args()
@@ -95,6 +120,8 @@ def main() -> None:
     )
 
     x_train, y_train, x_test, y_test = load_training_images(config)
+    if args.clip_x0 is not None:
+        trainer = trainer._replace(sample=clipped_sampler(trainer, x_train.shape[1:], args.clip_x0))
     clf = train_classifier(x_train, y_train, x_test, y_test, seed=args.seed)
     print(f"feature classifier: test accuracy {clf.test_accuracy:.4f}")
     f_train = classifier_features(clf.params, x_train)
@@ -114,7 +141,7 @@ def main() -> None:
             fd=frechet_distance(feats, f_train),
             fd_at_test_size=frechet_distance(feats[:n_test], f_train),
         )
-        save_grid(samples[:64], f"benchmarks/results/ddpm_mnist_{name}.png")
+        save_grid(samples[:64], f"{os.path.splitext(args.out)[0]}_{name}.png")
         print(
             f"{name}: {n} samples in {dt:.0f} s, FD {rows[name]['fd']:.3f} "
             f"(first {n_test}: {rows[name]['fd_at_test_size']:.3f})",
@@ -146,6 +173,7 @@ def main() -> None:
                 run=run_dir,
                 train=results,
                 floor=floor,
+                clip_x0=args.clip_x0,
                 classifier_test_accuracy=clf.test_accuracy,
                 samplers=rows,
             ),

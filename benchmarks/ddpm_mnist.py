@@ -29,7 +29,6 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import machine_line  # noqa: E402
-from diffusion.ddpm import ancestral_sample, ddim_sample  # noqa: E402
 from diffusion.metrics import classifier_features, frechet_distance, train_classifier  # noqa: E402
 from diffusion.train import (  # noqa: E402
     DDPMConfig,
@@ -71,23 +70,6 @@ def load_run(run_dir):
     return config, trainer, jax.tree.map(jnp.asarray, restored["state"].ema_params), results
 
 
-def clipped_sampler(trainer, image_shape, clip):
-    """`trainer.sample` with x0-hat clipped to [-clip, clip] at every step."""
-
-    def sample(params, key, n, sampler="ddpm", steps=50):
-        def eps_fn(x, t):
-            return trainer.net.apply({"params": params}, x, t, train=False)
-
-        shape = (n,) + tuple(image_shape)
-        if sampler == "ddim":
-            return ddim_sample(
-                eps_fn, trainer.schedule, shape, key, num_sample_steps=steps, clip_x0=clip
-            )
-        return ancestral_sample(eps_fn, trainer.schedule, shape, key, sigma="beta", clip_x0=clip)
-
-    return sample
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default=None, help="Evaluate this trained run instead of training.")
@@ -99,8 +81,7 @@ def main() -> None:
         "--clip-x0",
         type=float,
         default=None,
-        help="Clip x0-hat to [-c, c] in both samplers (Ho et al.'s released sampler clips at 1; "
-        "default: no clipping, as `rlax-zoo sample` does).",
+        help="Override the run's clip_x0 (x0-hat clipped to [-c, c] in both samplers; 0: none).",
     )
     p.add_argument("--root", default="runs/bench-ddpm")
     p.add_argument("--out", default="benchmarks/results/ddpm_mnist.json")
@@ -121,7 +102,8 @@ def main() -> None:
 
     x_train, y_train, x_test, y_test = load_training_images(config)
     if args.clip_x0 is not None:
-        trainer = trainer._replace(sample=clipped_sampler(trainer, x_train.shape[1:], args.clip_x0))
+        config = dataclasses.replace(config, clip_x0=args.clip_x0)
+        trainer = make_ddpm_trainer(config, x_train)
     clf = train_classifier(x_train, y_train, x_test, y_test, seed=args.seed)
     print(f"feature classifier: test accuracy {clf.test_accuracy:.4f}")
     f_train = classifier_features(clf.params, x_train)
@@ -173,7 +155,7 @@ def main() -> None:
                 run=run_dir,
                 train=results,
                 floor=floor,
-                clip_x0=args.clip_x0,
+                clip_x0=config.clip_x0,
                 classifier_test_accuracy=clf.test_accuracy,
                 samplers=rows,
             ),

@@ -318,3 +318,23 @@ def test_ema_warm_up_forgets_the_initial_weights(tmp_path):
         strict=True,
     ):
         np.testing.assert_allclose(np.asarray(e1), 0.1 * e0 + 0.9 * np.asarray(p1), atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_clip_x0_bounds_the_samples_of_both_samplers(tmp_path, sampler):
+    """The last step of both samplers returns x0-hat (DDIM: alpha-bar_0 = 1; ancestral: the
+    posterior mean at t = 1 is x0-hat and z = 0), so clipping x0-hat at c bounds the samples
+    by c; an untrained network's unclipped samples are not bounded by it."""
+    from diffusion.data import load_npz_images
+    from diffusion.train import DDPMConfig, make_ddpm_trainer
+
+    x, _ = load_npz_images(bars_dataset(str(tmp_path / "bars.npz")))
+    key = jax.random.PRNGKey(1)
+    peaks = {}
+    for clip in (0.0, 0.25):
+        trainer = make_ddpm_trainer(DDPMConfig(**TINY, iterations=1, clip_x0=clip), x)
+        params = trainer.init(jax.random.PRNGKey(0)).ema_params
+        samples = trainer.sample(params, key, 4, sampler, 5)
+        peaks[clip] = float(jnp.max(jnp.abs(samples)))
+    assert peaks[0.25] <= 0.25 + 1e-6, peaks
+    assert peaks[0.0] > 0.5, peaks

@@ -241,8 +241,10 @@ def load_autoencoder(run_dir: str) -> LoadedAutoencoder:
 
 def latent_ddpm_config(**overrides) -> DDPMConfig:
     """DDPMConfig sized for 7x7x4 latents: one U-Net level of width 32 with attention at 7x7
-    (no downsampling: 7 is odd), 2 residual blocks, no dropout, 3000 steps."""
+    (no downsampling: 7 is odd), 2 residual blocks, no dropout, 3000 steps, and no clipping
+    of x0-hat (scaled latents have unit spread, not the image box [-1, 1])."""
     base = dict(
+        clip_x0=0.0,
         base_channels=32,
         channel_mults=(1,),
         num_res_blocks=2,

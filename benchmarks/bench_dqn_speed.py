@@ -599,6 +599,7 @@ def main(argv: list[str] | None = None) -> None:
         "default": "ours, default (double + dueling + prioritized, 3-step)",
     }
     measurements: dict[str, Measurement] = {}
+    breakdown_configs = dict(configs)  # the breakdown is for the --num-envs loops only
 
     def add(key: str, call: Callable[[], float], steps: int) -> None:
         measurements[key] = Measurement(key, steps, call)
@@ -658,9 +659,7 @@ def main(argv: list[str] | None = None) -> None:
         print(cleanrl_note)
 
     if not args.no_breakdown:
-        for name, cfg in configs.items():
-            if name == "matched1":
-                continue  # the breakdown is for the 10-env loops
+        for name, cfg in breakdown_configs.items():
             for level in (ENV, ACT, OBSERVE, UPDATE):
                 call, steps = breakdown_loop(cfg, level, args.steps)
                 add(f"level/{name}/{level}", call, steps)
@@ -710,9 +709,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n{note}")
 
     if not args.no_breakdown:
-        for name, cfg in configs.items():
-            if name == "matched1":
-                continue
+        for name, cfg in breakdown_configs.items():
             full = measurements[f"full/{name}"]
             t_full = full.median_time() / full.steps  # seconds per env step
             print(f"\n### Where the time goes: {labels[name]}\n")

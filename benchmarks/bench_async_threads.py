@@ -2,7 +2,11 @@
 machine, measured in one process, interleaved, median of several repeats.
 
     python benchmarks/bench_async_threads.py [--methods a3c,q] [--env CartPole-v1]
-        [--envs-per-thread 8] [--segments 1000] [--repeats 5]
+        [--envs-per-thread 8] [--segments 1000] [--repeats 5] [--env-backend envpool,jax]
+
+`--env-backend jax` (CartPole-v1 only) gives each thread `rlax_zoo.envs.jax_cartpole`, stepped
+inside the thread's own jitted call instead of by envpool's worker thread, to tell envpool's
+hand-off apart from JAX's own per-call cost.
 
 Beside the method it times the two pieces a thread runs, each with 1 and 2 threads, so the
 ceiling is visible: envpool's `env.xla()` stepping alone (5-step jitted calls, one env per
@@ -32,6 +36,7 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
 )
 from rlax_zoo.agents import async_methods as am  # noqa: E402
 from rlax_zoo.envs.envpool_env import make_vec_env  # noqa: E402
+from rlax_zoo.envs.jax_cartpole import make_jax_cartpole  # noqa: E402
 
 
 def in_threads(fns, duration: float) -> list[float]:
@@ -101,6 +106,11 @@ def main() -> None:
     p.add_argument("--envs-per-thread", type=int, default=8)
     p.add_argument("--segments", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--env-backend",
+        default="envpool",
+        help="comma-separated: envpool and/or jax (the JAX CartPole; CartPole-v1 only)",
+    )
     add_xla_cpu_threads_flag(p)
     args = p.parse_args()
     apply_xla_cpu_threads(args)
@@ -109,7 +119,11 @@ def main() -> None:
 
     print("\n| what | 1 thread | 2 threads (total) | 2 / 1 |")
     print("|---|---:|---:|---:|")
-    for method in args.methods.split(","):
+    backends = args.env_backend.split(",")
+    if "jax" in backends and args.env != "CartPole-v1":
+        p.error("--env-backend jax: only CartPole-v1 has a JAX version")
+    for method, backend in [(m, b) for m in args.methods.split(",") for b in backends]:
+        make_env = make_jax_cartpole if backend == "jax" else None
         trainers, states = {}, {}
         for k in (1, 2):
             cfg = dataclasses.replace(
@@ -120,7 +134,7 @@ def main() -> None:
                 envs_per_thread=args.envs_per_thread,
                 eval_envs=0,  # time the threads only
             )
-            trainers[k] = am.make_async(cfg)
+            trainers[k] = am.make_async(cfg, make_env=make_env)
             states[k] = trainers[k].init_state()
             _, states[k], _ = trainers[k].run_chunk(None, states[k], True, 20)  # compile
         rates = {1: [], 2: []}
@@ -131,7 +145,7 @@ def main() -> None:
                 rates[k].append(args.segments / (time.perf_counter() - t0))
         one, two = statistics.median(rates[1]), statistics.median(rates[2])
         print(
-            f"| {method} updates/s ({args.env}, {args.envs_per_thread} envs/thread) "
+            f"| {method} updates/s ({args.env}, {backend}, {args.envs_per_thread} envs/thread) "
             f"| {one:,.0f} | {two:,.0f} | {two / one:.2f} |",
             flush=True,
         )

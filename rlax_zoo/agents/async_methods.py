@@ -249,9 +249,9 @@ def q_segment_loss(network, params, target_params, rollout, last_obs, next_actio
 class _Worker:
     """One actor-learner thread's env, local state and jitted segment function."""
 
-    def __init__(self, index: int, cfg: AsyncConfig, final_epsilon: float):
+    def __init__(self, index: int, cfg: AsyncConfig, final_epsilon: float, make_env):
         env_seed = cfg.seed + 10_000 * (index + 1)  # envpool seeds env j with env_seed + j
-        self.env = make_env_for(cfg, cfg.envs_per_thread, env_seed)
+        self.env = make_env(cfg.envs_per_thread, env_seed)
         self.index = index
         self.final_epsilon = final_epsilon
         e = cfg.envs_per_thread
@@ -527,13 +527,22 @@ class AsyncTrainer:
         return ChunkSummary([out.episodes], scalars)
 
 
-def make_async(config: AsyncConfig) -> AsyncTrainer:
-    """Build the shared network and optimizer and one worker (env + jitted segment) per thread."""
+def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
+    """Build the shared network and optimizer and one worker (env + jitted segment) per thread.
+
+    `make_env(num_envs, seed) -> VecEnv` builds each thread's environment (default: envpool's
+    `config.env_id`); any env with envpool's xla step contract works, e.g.
+    `rlax_zoo.envs.jax_cartpole.make_jax_cartpole`, which steps inside the thread's jitted call.
+    """
     from rlax_zoo.config import validate
 
     validate(config)
+    if make_env is None:
+        make_env = lambda num_envs, seed: make_env_for(config, num_envs, seed)  # noqa: E731
     final_epsilons = thread_final_epsilons(config.seed, config.threads)
-    workers = [_Worker(i, config, float(final_epsilons[i])) for i in range(config.threads)]
+    workers = [
+        _Worker(i, config, float(final_epsilons[i]), make_env) for i in range(config.threads)
+    ]
     num_actions, obs_shape = workers[0].env.num_actions, workers[0].env.obs_shape
     torso = "nature_cnn" if len(obs_shape) == 3 else "mlp"
     if config.method == "a3c":
@@ -564,7 +573,7 @@ def make_async(config: AsyncConfig) -> AsyncTrainer:
     for worker in workers:
         worker.segment = jax.jit(_make_segment(trainer, worker.env.step), donate_argnums=(3,))
     if config.eval_envs:
-        eval_env = make_env_for(config, config.eval_envs, config.seed + 1_000_000)
+        eval_env = make_env(config.eval_envs, config.seed + 1_000_000)
         trainer.eval_env = eval_env
         trainer.evaluator = make_evaluator(config, network, eval_env)
         trainer.eval_carry = (

@@ -4,7 +4,7 @@ of test outputs inside +-2 std, each model trained in under 5 minutes on this ma
 a linear ARX model fitted to the same data beside it.
 
     python benchmarks/prssm_sysid.py [--datasets actuator,ballbeam,dryer] [--seeds 5]
-        [--data-dir ../shared/data/sysid] [--set field=value ...]
+        [--ensemble K] [--data-dir ../shared/data/sysid] [--set field=value ...]
 
 Protocol (../shared/data/sysid/SOURCES.md): z-score with the training half's statistics,
 train on the first half, freely simulate the whole test half from the inputs alone after
@@ -13,6 +13,9 @@ predictive mean in original units; mean and std over seeds. Each seed is a separ
 `run_prssm` with the default `rlax-zoo train prssm` config (plus --set overrides) and is
 timed on its own: "train s" is the wall time of its Adam steps, compilation included,
 evaluation excluded. The final model is reported; test numbers never choose anything.
+With `--ensemble K` each repeat is one run of K models trained at once (`num_seeds=K`,
+vmapped), reported as one ensemble: the equal-weight mixture of their predictive
+distributions (`sequence.sysid.mixture_moments`); "train s" is then the whole ensemble's.
 ARX: orders (na, nb <= 8) chosen by free-simulation RMSE on the training half, simulated
 on the test half from its first max(na, nb) measured outputs.
 """
@@ -33,7 +36,7 @@ from benchmarks.dqn_cartpole import machine_line  # noqa: E402
 from rlax_zoo import config as config_lib  # noqa: E402
 from sequence.prssm import PRSSMConfig  # noqa: E402
 from sequence.runs import plot_free_simulation, run_prssm  # noqa: E402
-from sequence.sysid import load_sysid_csv, select_arx, simulate_arx  # noqa: E402
+from sequence.sysid import load_sysid_csv, mixture_moments, select_arx, simulate_arx  # noqa: E402
 
 # Doerr et al. 2018, Table 1: PR-SSM's RMSE and the best other method per dataset
 PAPER = {
@@ -54,19 +57,25 @@ def arx_baseline(data):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="actuator,ballbeam,dryer")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=5, help="repeats (each a model or ensemble)")
+    p.add_argument("--ensemble", type=int, default=1, help="models per repeat, as one ensemble")
     p.add_argument("--data-dir", default="../shared/data/sysid")
     p.add_argument("--root", default="runs/bench-prssm")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
-    p.add_argument("--out", default="benchmarks/results/prssm_sysid.json")
+    p.add_argument("--out", help="default: benchmarks/results/prssm_sysid[_ensembleK].json")
     args = p.parse_args()
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
     overrides = config_lib.parse_overrides(PRSSMConfig, args.set)
+    if args.ensemble < 1:
+        p.error(f"--ensemble: need at least 1 model, got {args.ensemble}")
+    suffix = f"_ensemble{args.ensemble}" if args.ensemble > 1 else ""
     summary = {}
     for name in args.datasets.split(","):
         path = os.path.join(args.data_dir, f"{name}.csv")
         base = dataclasses.replace(PRSSMConfig(data=path), **overrides)
+        if args.ensemble > 1:
+            base = dataclasses.replace(base, num_seeds=args.ensemble)
         data = load_sysid_csv(path, base.split)
         arx_rmse, na, nb, arx_sim = arx_baseline(data)
         runs = []
@@ -74,22 +83,30 @@ def main() -> None:
             cfg = dataclasses.replace(base, seed=seed)
             run_dir = os.path.join(args.root, f"{name}-seed{seed}-{time.time():.0f}")
             run = run_prssm(cfg, run_dir=run_dir, progress=False, plot=False)
-            r = run.results["per_seed"][0]
+            members = run.results["per_seed"]
+            r = run.results["ensemble"] if args.ensemble > 1 else members[0]
             runs.append(dict(seed=seed, train_seconds=run.results["train_seconds"], **r))
+            if args.ensemble > 1:
+                runs[-1]["members"] = members
             print(
                 f"{name} seed {seed}: RMSE {r['rmse']:.4f} log-lik {r['log_likelihood']:.3f} "
-                f"coverage {r['coverage_2std']:.3f} train {run.results['train_seconds']:.0f} s",
+                f"coverage {r['coverage_2std']:.3f} train {run.results['train_seconds']:.0f} s"
+                + "".join(
+                    f"; member RMSE {m['rmse']:.4f} coverage {m['coverage_2std']:.3f}"
+                    for m in (members if args.ensemble > 1 else [])
+                ),
                 flush=True,
             )
             if seed == 0:
-                mean, var = run.prediction
+                mean, var = mixture_moments(*run.prediction)
+                what = f"{args.ensemble}-model ensemble" if args.ensemble > 1 else "seed 0"
                 os.makedirs("benchmarks/results", exist_ok=True)
                 plot_free_simulation(
                     data.y_test,
-                    mean[0],
-                    var[0],
-                    f"benchmarks/results/prssm_{name}.png",
-                    title=f"{name}: PR-SSM seed 0 (RMSE {r['rmse']:.3f}) and ARX({na},{nb}) "
+                    mean,
+                    var,
+                    f"benchmarks/results/prssm_{name}{suffix}.png",
+                    title=f"{name}: PR-SSM {what} (RMSE {r['rmse']:.3f}) and ARX({na},{nb}) "
                     f"(RMSE {arx_rmse:.3f}), test half",
                     baseline_TD=arx_sim,
                 )
@@ -105,7 +122,8 @@ def main() -> None:
             arx=dict(rmse=arx_rmse, na=na, nb=nb),
         )
     print(
-        "\n| dataset | PR-SSM RMSE (mean +- std) | paper PR-SSM | best other (paper) | ARX "
+        f"\n| dataset | PR-SSM{' ensemble of ' + str(args.ensemble) if suffix else ''} RMSE "
+        "(mean +- std) | paper PR-SSM | best other (paper) | ARX "
         "RMSE (orders) | log-lik | +-2 std coverage | max train s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -117,8 +135,9 @@ def main() -> None:
             f"{s['log_likelihood_mean']:.3f} | {s['coverage_2std_mean']:.3f} | "
             f"{s['train_seconds_max']:.0f} |"
         )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    out = args.out or f"benchmarks/results/prssm_sysid{suffix}.json"
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(dict(command=" ".join(sys.argv), results=summary), f, indent=2)
 
 

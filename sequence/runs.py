@@ -3,11 +3,12 @@
 A PR-SSM run folder holds config.json, metrics.csv (one row per chunk of `eval_every`
 Adam steps and seed: the ELBO terms, and the test part's free-simulation RMSE,
 log-likelihood and +-2 std coverage, which are only reported, never used to pick a
-model), results.json (the final model's test metrics per seed, their mean and std, and
-the training time), free_simulation.png (the paper's Figure 4: the measured test output
-against the predictive mean +- 2 std) and checkpoints/. `resume=RUN_DIR` continues from
-the newest checkpoint and ends where an uninterrupted run would; Ctrl-C finishes the chunk
-in flight, checkpoints and exits.
+model), results.json (the final model's test metrics per seed, their mean and std, the
+training time and, with num_seeds > 1, the metrics of the seeds as one ensemble: the
+equal-weight mixture of their predictive distributions), free_simulation.png (the
+paper's Figure 4: the measured test output against the predictive mean +- 2 std) and
+checkpoints/. `resume=RUN_DIR` continues from the newest checkpoint and ends where an
+uninterrupted run would; Ctrl-C finishes the chunk in flight, checkpoints and exits.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from rlax_zoo.config import ConfigError
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 from sequence.prssm import PRSSMConfig, make_prssm_trainer
-from sequence.sysid import gaussian_metrics, load_sysid_csv
+from sequence.sysid import gaussian_metrics, load_sysid_csv, mixture_moments
 
 
 @dataclasses.dataclass
@@ -35,11 +36,18 @@ class PRSSMRun(ChunkRun):
 
     def describe(self) -> str:
         r = self.results
-        return (
+        text = (
             f"done in {r['train_seconds']:.0f} s: test RMSE {r['rmse_mean']:.4f} "
             f"(std {r['rmse_std']:.4f} over {len(r['per_seed'])} seeds), log-likelihood "
             f"{r['log_likelihood_mean']:.3f}, +-2 std coverage {r['coverage_2std_mean']:.3f}"
         )
+        if "ensemble" in r:
+            e = r["ensemble"]
+            text += (
+                f"; the {len(r['per_seed'])} seeds as an ensemble: RMSE {e['rmse']:.4f}, "
+                f"log-likelihood {e['log_likelihood']:.3f}, coverage {e['coverage_2std']:.3f}"
+            )
+        return text
 
 
 def run_prssm(
@@ -151,6 +159,8 @@ def run_prssm(
                 for stat, fn in (("mean", np.mean), ("std", np.std))
             },
         )
+        if seeds > 1:
+            results["ensemble"] = gaussian_metrics(data.y_test, *mixture_moments(*prediction))
         with open(os.path.join(run_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
         if plot:

@@ -129,6 +129,21 @@ def gaussian_metrics(
     )
 
 
+def mixture_moments(mean_KTD: np.ndarray, var_KTD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of an equal-weight mixture of K predictive distributions (an
+    ensemble of K models; equivalently, the moments of their sampled trajectories pooled):
+    m = (1/K) sum_k m_k, v = (1/K) sum_k v_k + (1/K) sum_k (m_k - m)^2 (the law of total
+    variance). Args: mean_KTD, var_KTD [K, T, D]. Returns (mean [T, D], var [T, D])."""
+    mean_KTD, var_KTD = np.asarray(mean_KTD), np.asarray(var_KTD)
+    if mean_KTD.shape != var_KTD.shape or mean_KTD.ndim != 3:
+        raise ValueError(
+            f"mean_KTD and var_KTD: need equal [K, T, D] shapes, got {mean_KTD.shape} and "
+            f"{var_KTD.shape}"
+        )
+    mean = mean_KTD.mean(0)
+    return mean, var_KTD.mean(0) + ((mean_KTD - mean) ** 2).mean(0)
+
+
 def _arx_features(y_TD, u_TD, t, na, nb):
     return np.concatenate([y_TD[t - na : t][::-1].ravel(), u_TD[t - nb : t][::-1].ravel(), [1.0]])
 

@@ -27,6 +27,7 @@ from sequence.sysid import (
     fit_arx,
     gaussian_metrics,
     load_sysid_csv,
+    mixture_moments,
     select_arx,
     simulate_arx,
 )
@@ -175,6 +176,22 @@ def test_gaussian_metrics_by_hand():
     assert m["log_likelihood"] == pytest.approx(-0.5 * math.log(2 * math.pi) - 2.25)
 
 
+def test_mixture_moments_equal_pooled_samples():
+    """Each member's predictive distribution as a two-point sample set with exactly its mean
+    and variance; pooling the sets gives the mixture's moments."""
+    rng = np.random.default_rng(0)
+    mean, var = rng.normal(size=(3, 5, 2)), rng.uniform(0.1, 2.0, size=(3, 5, 2))
+    pooled = np.concatenate([mean - np.sqrt(var), mean + np.sqrt(var)], axis=0)
+    m, v = mixture_moments(mean, var)
+    np.testing.assert_allclose(m, pooled.mean(0), atol=1e-12)
+    np.testing.assert_allclose(v, pooled.var(0), atol=1e-12)
+    m1, v1 = mixture_moments(mean[:1], var[:1])  # one member: itself
+    np.testing.assert_array_equal(m1, mean[0])
+    np.testing.assert_allclose(v1, var[0], atol=1e-15)
+    with pytest.raises(ValueError, match="mean_KTD"):
+        mixture_moments(mean, var[:2])
+
+
 def test_config_is_validated_before_anything_runs():
     with pytest.raises(ConfigError, match="learning_rate"):
         validate(PRSSMConfig(learning_rate=-1.0))
@@ -193,6 +210,11 @@ def test_learns_a_linear_system_and_resumes_exactly(tmp_path):
     mean_rmse = np.sqrt(np.mean((y[200:] - y[:200].mean()) ** 2))
     assert full.results["rmse_mean"] < 0.3 * mean_rmse, (full.results, mean_rmse)
     assert 0.8 <= full.results["coverage_2std_mean"] <= 1.0
+    # the two seeds as an ensemble: the RMSE of the averaged mean is at most the mean RMSE
+    ens = full.results["ensemble"]
+    assert ens["rmse"] <= full.results["rmse_mean"] + 1e-12
+    direct = gaussian_metrics(y[200:], *mixture_moments(*full.prediction))
+    assert ens == pytest.approx(direct, rel=1e-5)
     for name in ("config.json", "metrics.csv", "results.json", "free_simulation.png"):
         assert os.path.exists(tmp_path / "full" / name)
     # interrupted after one chunk, then resumed: the same parameters as without the break

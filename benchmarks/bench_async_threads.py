@@ -113,15 +113,17 @@ def main() -> None:
     )
     add_xla_cpu_threads_flag(p)
     args = p.parse_args()
+    backends = args.env_backend.split(",")
+    if not set(backends) <= {"envpool", "jax"}:
+        p.error(f"--env-backend: envpool and/or jax, got {args.env_backend!r}")
+    if "jax" in backends and args.env != "CartPole-v1":
+        p.error("--env-backend jax: only CartPole-v1 has a JAX version")
     apply_xla_cpu_threads(args)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
 
     print("\n| what | 1 thread | 2 threads (total) | 2 / 1 |")
     print("|---|---:|---:|---:|")
-    backends = args.env_backend.split(",")
-    if "jax" in backends and args.env != "CartPole-v1":
-        p.error("--env-backend jax: only CartPole-v1 has a JAX version")
     for method, backend in [(m, b) for m in args.methods.split(",") for b in backends]:
         make_env = make_jax_cartpole if backend == "jax" else None
         trainers, states = {}, {}

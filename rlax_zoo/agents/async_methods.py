@@ -47,6 +47,7 @@ Checkpoints hold the shared parameters, optimizer statistics, target network and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from typing import Any, NamedTuple
 
@@ -538,7 +539,7 @@ def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
 
     validate(config)
     if make_env is None:
-        make_env = lambda num_envs, seed: make_env_for(config, num_envs, seed)  # noqa: E731
+        make_env = functools.partial(make_env_for, config)
     final_epsilons = thread_final_epsilons(config.seed, config.threads)
     workers = [
         _Worker(i, config, float(final_epsilons[i]), make_env) for i in range(config.threads)

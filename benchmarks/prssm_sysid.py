@@ -5,6 +5,7 @@ a linear ARX model fitted to the same data beside it.
 
     python benchmarks/prssm_sysid.py [--datasets actuator,ballbeam,dryer] [--seeds 5]
         [--ensemble K] [--data-dir ../shared/data/sysid] [--set field=value ...]
+        [--xla-cpu-threads 1|all]
 
 Protocol (../shared/data/sysid/SOURCES.md): z-score with the training half's statistics,
 train on the first half, freely simulate the whole test half from the inputs alone after
@@ -32,7 +33,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from benchmarks.dqn_cartpole import (  # noqa: E402
+    add_xla_cpu_threads_flag,
+    apply_xla_cpu_threads,
+    machine_line,
+)
 from rlax_zoo import config as config_lib  # noqa: E402
 from sequence.prssm import PRSSMConfig  # noqa: E402
 from sequence.runs import plot_free_simulation, run_prssm  # noqa: E402
@@ -63,7 +68,11 @@ def main() -> None:
     p.add_argument("--root", default="runs/bench-prssm")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     p.add_argument("--out", help="default: benchmarks/results/prssm_sysid[_ensembleK].json")
+    # 1 is what `rlax-zoo train prssm` uses (its --xla-cpu-threads auto), so "train s" times
+    # what the command line runs; 'all' gives XLA's default pool (the tables before session 9)
+    add_xla_cpu_threads_flag(p)
     args = p.parse_args()
+    apply_xla_cpu_threads(args)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
     overrides = config_lib.parse_overrides(PRSSMConfig, args.set)

@@ -50,7 +50,7 @@ def main() -> None:
     network = impala.make_network(cfg, env.obs_shape, env.num_actions)
 
     @jax.jit
-    def rollout(handle, obs, key):
+    def rollout(params, handle, obs, key):
         def body(carry, k):
             handle, obs = carry
             logits, value = network.apply(params, obs)
@@ -61,7 +61,8 @@ def main() -> None:
         keys = jax.random.split(key, args.steps)
         return jax.lax.scan(body, (handle, obs), keys)[1]
 
-    out = rollout(env.handle, jnp.asarray(env.first_obs), jax.random.PRNGKey(args.seed))
+    key = jax.random.PRNGKey(args.seed)
+    out = rollout(params, env.handle, jnp.asarray(env.first_obs), key)
     action, reward, done, pi, value = map(np.asarray, out)
     pi = pi.reshape(-1, env.num_actions)
     episodes = int(done.sum())

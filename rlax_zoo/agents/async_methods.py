@@ -27,7 +27,12 @@ end, whose action is ignored) is masked out of every loss.
 
 How this maps onto JAX: a thread's whole segment (t_max env steps through its env's
 `env.xla()` step, then the loss gradient) is ONE jitted call, during which JAX releases the
-GIL, so threads overlap on the cores. Applying a gradient to the shared parameters and RMSProp
+GIL, so threads overlap on the cores. Each call takes and returns a handful of arrays: the
+shared parameters and optimizer statistics travel as one packed vector (`rlax_zoo.packing`),
+like the paper's shared parameter vector theta, and so do a thread's env handle, acting
+state and log of losses and finished episodes, which stays on the device until the chunk
+ends (every array a call takes or returns costs several microseconds of Python-side work on
+this machine, enough to stop two threads from overlapping; benchmarks/RESULTS.md). Applying a gradient to the shared parameters and RMSProp
 statistics (one small jitted call) and advancing T happen under a lock: Python cannot
 write parameters in place the way Hogwild! does, and a lock-free read-modify-write of the
 parameter pytree would silently drop other threads' updates. A thread acts for t_max steps on
@@ -56,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlax_zoo import multistep, value_learning
+from rlax_zoo import multistep, packing, value_learning
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.base import ChunkSummary, chunk_schedule
 from rlax_zoo.config import option
@@ -193,11 +198,49 @@ class LocalState(NamedTuple):
     key: jax.Array
 
 
-class SegmentOutput(NamedTuple):
-    loss: jax.Array  # []
-    done: jax.Array  # [T, E]
-    episode_return: jax.Array  # [T, E]
-    episode_length: jax.Array  # [T, E]
+class SegmentLog(NamedTuple):
+    """One thread's record of a chunk, kept on the device and written by each segment (so a
+    segment needs no host transfer); fetched once when the chunk ends."""
+
+    losses: jax.Array  # [S] the loss of the thread's i-th segment of the chunk
+    episodes: jax.Array  # [N, 3] (segment index i, return, length) of each finished episode
+    num_episodes: jax.Array  # [] int32 rows of `episodes` written (more than N: overflow)
+    num_segments: jax.Array  # [] int32 segments run in this chunk
+
+
+def empty_log(max_segments: int, config) -> SegmentLog:
+    """A log with room for `max_segments` segments. An env's episode ends on a valid step and
+    the step after it is envpool's reset, so an env finishes at most (steps + 1) // 2 + 1
+    episodes in a chunk."""
+    steps = max_segments * config.t_max
+    rows = config.envs_per_thread * ((steps + 1) // 2 + 1)
+    return SegmentLog(
+        losses=jnp.zeros((max_segments,), jnp.float32),
+        episodes=jnp.zeros((rows, 3), jnp.float32),
+        num_episodes=jnp.zeros((), jnp.int32),
+        num_segments=jnp.zeros((), jnp.int32),
+    )
+
+
+def _write_log(log: SegmentLog, loss, done, ep_ret, ep_len) -> SegmentLog:
+    """Append one segment's loss and its finished episodes (done, ep_* [T, E]) to `log`."""
+    done = done.reshape(-1)
+    rows = jnp.stack(
+        [
+            jnp.broadcast_to(log.num_segments.astype(jnp.float32), done.shape),
+            ep_ret.reshape(-1).astype(jnp.float32),
+            ep_len.reshape(-1).astype(jnp.float32),
+        ],
+        axis=-1,
+    )
+    position = log.num_episodes + jnp.cumsum(done) - 1
+    index = jnp.where(done, position, log.episodes.shape[0])  # out of range: dropped
+    return SegmentLog(
+        losses=log.losses.at[log.num_segments].set(loss, mode="drop"),
+        episodes=log.episodes.at[index].set(rows, mode="drop"),
+        num_episodes=log.num_episodes + jnp.sum(done, dtype=jnp.int32),
+        num_segments=log.num_segments + 1,
+    )
 
 
 def q_segment_loss(network, params, target_params, rollout, last_obs, next_action, config):
@@ -266,10 +309,14 @@ class _Worker:
             key=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), index + 1),
         )
         self.segment = None  # set by make_async once the network exists
+        self.carry = None  # (handle, local, log) packed into one vector while a chunk runs
 
 
 def _make_segment(trainer: AsyncTrainer, env_step):
-    """(params, target_params, handle, local, epsilon) -> (handle, local, grads, out)."""
+    """The jitted body of one thread's update, on packed vectors (`rlax_zoo.packing`):
+    (shared, target_shared, carry, epsilon) -> (carry, grads), where shared packs (params,
+    opt_state), carry packs the thread's (handle, LocalState, SegmentLog) and grads the
+    gradient pytree."""
     cfg, network = trainer.config, trainer.network
     e, a3c = cfg.envs_per_thread, cfg.method == "a3c"
     num_actions = trainer.num_actions
@@ -333,7 +380,10 @@ def _make_segment(trainer: AsyncTrainer, env_step):
         )
         return loss
 
-    def segment(params, target_params, handle, local, epsilon):
+    def segment(shared, target_shared, carry, epsilon):
+        params, _ = trainer.shared_packer.unpack(shared)
+        target_params, _ = trainer.shared_packer.unpack(target_shared)
+        handle, local, log = trainer.carry_packer.unpack(carry)
         key, noise_key = jax.random.split(local.key)
         (handle, local), (rollout, done, ep_ret, ep_len) = jax.lax.scan(
             lambda c, x: step(params, epsilon, c, x),
@@ -343,7 +393,8 @@ def _make_segment(trainer: AsyncTrainer, env_step):
         loss, grads = jax.value_and_grad(loss_fn)(
             params, target_params, rollout, local.obs, local.next_action
         )
-        return handle, local, grads, SegmentOutput(loss, done, ep_ret, ep_len)
+        log = _write_log(log, loss, done, ep_ret, ep_len)
+        return trainer.carry_packer.pack((handle, local, log)), trainer.params_packer.pack(grads)
 
     return segment
 
@@ -405,7 +456,10 @@ class AsyncTrainer:
     optimizer: Any
     final_epsilons: np.ndarray
     workers: list
-    apply: Any  # (params, opt_state, grads) -> (params, opt_state), jitted
+    apply: Any  # (shared, grads) -> shared, jitted, on packed vectors (see _make_segment)
+    shared_packer: Any  # rlax_zoo.packing.Packer of (params, opt_state)
+    params_packer: Any  # ... of the parameter (and gradient) pytree
+    carry_packer: Any  # ... of one thread's (handle, LocalState, SegmentLog)
     eval_env: Any = None
     evaluator: Any = None
     eval_carry: Any = None  # (handle, obs, prev_done) of the evaluation envs
@@ -438,15 +492,24 @@ class AsyncTrainer:
         cfg = self.config
         lock = threading.Lock()
         start_steps = int(state.env_steps)
+        pack_shared = self.shared_packer.pack
         shared = dict(
-            params=state.params,
-            target_params=state.target_params,
-            opt_state=state.opt_state,
+            params=pack_shared((state.params, state.opt_state)),  # and the optimizer state
+            target_params=pack_shared((state.target_params, state.opt_state)),
             steps=start_steps,  # the global step counter T
             updates=int(state.num_updates),
             claimed=0,
         )
-        episodes, losses, counts, errors = [], [], [0] * len(self.workers), []
+        counts, errors = [0] * len(self.workers), []
+        if num_segments > cfg.segments_per_chunk:
+            raise ValueError(
+                f"run_chunk: num_segments={num_segments} is more than the threads' logs hold "
+                f"(segments_per_chunk={cfg.segments_per_chunk})"
+            )
+        seg_steps = [[] for _ in self.workers]  # T after each of a thread's updates
+        for worker in self.workers:
+            log = empty_log(cfg.segments_per_chunk, cfg)
+            worker.carry = self.carry_packer.pack((worker.handle, worker.local, log))
 
         def work(worker: _Worker):
             try:
@@ -457,32 +520,24 @@ class AsyncTrainer:
                         shared["claimed"] += 1
                         params, target_params = shared["params"], shared["target_params"]
                         frac = min(1.0, shared["steps"] / cfg.exploration_steps)
-                    epsilon = 1.0 + frac * (worker.final_epsilon - 1.0)
-                    worker.handle, worker.local, grads, out = worker.segment(
-                        params, target_params, worker.handle, worker.local, jnp.float32(epsilon)
+                    epsilon = np.float32(1.0 + frac * (worker.final_epsilon - 1.0))
+                    worker.carry, grads = worker.segment(
+                        params, target_params, worker.carry, epsilon
                     )
                     # Wait (GIL released) until this thread's gradients exist before applying
                     # them: applying a not-yet-computed gradient would make the shared
                     # parameters, and so every other thread's next segment, wait for this
                     # segment, chaining all threads into one sequence.
-                    grads, out = jax.block_until_ready((grads, out))
+                    grads = grads.block_until_ready()
                     with lock:  # apply to the newest shared parameters (not the snapshot)
-                        shared["params"], shared["opt_state"] = self.apply(
-                            shared["params"], shared["opt_state"], grads
-                        )
+                        shared["params"] = self.apply(shared["params"], grads)
                         before = shared["steps"]
                         shared["steps"] = steps = before + cfg.steps_per_iteration
                         if steps // cfg.target_period > before // cfg.target_period:
                             shared["target_params"] = shared["params"]
                         shared["updates"] += 1
                         counts[worker.index] += 1
-                    out = jax.device_get(out)  # one transfer
-                    done = out.done
-                    rets, lens = out.episode_return[done], out.episode_length[done]
-                    with lock:
-                        losses.append(float(out.loss))
-                        offset = steps - start_steps
-                        episodes.extend((offset, r, n) for r, n in zip(rets, lens, strict=True))
+                    seg_steps[worker.index].append(steps)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 errors.append(exc)
 
@@ -493,17 +548,41 @@ class AsyncTrainer:
             t.join()
         if errors:
             raise errors[0]
+        params, opt_state = self.shared_packer.unpack(shared["params"])
         state = SharedState(
-            params=shared["params"],
-            target_params=shared["target_params"],
-            opt_state=shared["opt_state"],
+            params=params,
+            target_params=self.shared_packer.unpack(shared["target_params"])[0],
+            opt_state=opt_state,
             env_steps=jnp.int32(shared["steps"]),
             num_updates=jnp.int32(shared["updates"]),
         )
-        eps = np.array(sorted(episodes), np.float64).reshape(-1, 3)
+        episodes, losses = self._read_logs(seg_steps, start_steps)
         eval_returns = self.evaluate(state.params, int(state.num_updates))
-        out = ChunkOutput(eps, np.asarray(losses, np.float64), np.asarray(counts), eval_returns)
+        out = ChunkOutput(episodes, losses, np.asarray(counts), eval_returns)
         return None, state, out
+
+    def _read_logs(self, seg_steps, start_steps: int):
+        """The threads' device logs as (episodes [N, 3] sorted by global-step offset, losses
+        [segments] in the order of the updates)."""
+        episodes, losses = [], []
+        for worker, steps in zip(self.workers, seg_steps, strict=True):
+            worker.handle, worker.local, log = self.carry_packer.unpack(worker.carry)
+            worker.carry = None
+            log = jax.device_get(log)
+            if log.num_episodes > log.episodes.shape[0]:
+                raise RuntimeError(
+                    f"thread {worker.index} finished {log.num_episodes} episodes in a chunk, more "
+                    f"than its log holds ({log.episodes.shape[0]})"
+                )
+            offsets = np.asarray(steps, np.float64) - start_steps  # [segments of this thread]
+            rows = log.episodes[: log.num_episodes].astype(np.float64)
+            rows[:, 0] = offsets[rows[:, 0].astype(np.int64)]
+            episodes.append(rows)
+            losses.append(np.stack([offsets, log.losses[: len(steps)]], axis=-1))
+        episodes = np.concatenate(episodes) if episodes else np.zeros((0, 3))
+        losses = np.concatenate(losses) if losses else np.zeros((0, 2))
+        episodes = episodes[np.lexsort(episodes.T[::-1])]
+        return episodes, losses[np.argsort(losses[:, 0], kind="stable"), 1]
 
     def evaluate(self, params, salt: int) -> np.ndarray:
         """Returns of one evaluation episode per eval env (empty when eval_envs = 0)."""
@@ -556,10 +635,22 @@ def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
         config, config.total_steps // config.steps_per_iteration
     )
 
+    params = network.init(
+        jax.random.PRNGKey(0), jnp.zeros((1,) + obs_shape, workers[0].env.obs_dtype)
+    )
+    shared_packer = packing.Packer((params, optimizer.init(params)))
+    params_packer = packing.Packer(params)
+    carry_packer = packing.Packer(
+        (workers[0].handle, workers[0].local, empty_log(config.segments_per_chunk, config))
+    )
+
     @jax.jit
-    def apply(params, opt_state, grads):
+    def apply(shared, packed_grads):
+        """Shared RMSProp (or Adam) on the newest shared parameters."""
+        params, opt_state = shared_packer.unpack(shared)
+        grads = params_packer.unpack(packed_grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+        return shared_packer.pack((optax.apply_updates(params, updates), opt_state))
 
     trainer = AsyncTrainer(
         config=config,
@@ -570,9 +661,12 @@ def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
         final_epsilons=final_epsilons,
         workers=workers,
         apply=apply,
+        shared_packer=shared_packer,
+        params_packer=params_packer,
+        carry_packer=carry_packer,
     )
     for worker in workers:
-        worker.segment = jax.jit(_make_segment(trainer, worker.env.step), donate_argnums=(3,))
+        worker.segment = jax.jit(_make_segment(trainer, worker.env.step), donate_argnums=(2,))
     if config.eval_envs:
         eval_env = make_env(config.eval_envs, config.seed + 1_000_000)
         trainer.eval_env = eval_env

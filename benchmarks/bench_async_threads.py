@@ -122,8 +122,8 @@ def main() -> None:
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
 
-    print("\n| what | 1 thread | 2 threads (total) | 2 / 1 |")
-    print("|---|---:|---:|---:|")
+    print("\n| what | 1 thread | 2 threads (total) | 2 / 1 | median of paired 2 / 1 (sorted) |")
+    print("|---|---:|---:|---:|---|")
     for method, backend in [(m, b) for m in args.methods.split(",") for b in backends]:
         make_env = make_jax_cartpole if backend == "jax" else None
         trainers, states = {}, {}
@@ -146,9 +146,11 @@ def main() -> None:
                 _, states[k], _ = trainers[k].run_chunk(None, states[k], True, args.segments)
                 rates[k].append(args.segments / (time.perf_counter() - t0))
         one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        paired = sorted(b / a for a, b in zip(rates[1], rates[2], strict=True))
         print(
             f"| {method} updates/s ({args.env}, {backend}, {args.envs_per_thread} envs/thread) "
-            f"| {one:,.0f} | {two:,.0f} | {two / one:.2f} |",
+            f"| {one:,.0f} | {two:,.0f} | {two / one:.2f} | {statistics.median(paired):.2f} "
+            f"({', '.join(f'{r:.2f}' for r in paired)}) |",
             flush=True,
         )
 
@@ -162,7 +164,7 @@ def main() -> None:
             ones.append(in_threads(fns[:1], 1.0)[0])
             twos.append(sum(in_threads(fns, 1.0)))
         one, two = statistics.median(ones), statistics.median(twos)
-        print(f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |", flush=True)
+        print(f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f} | |", flush=True)
 
     unit = env_worker(7, args.env)
     t0, c0 = time.perf_counter(), time.process_time()

@@ -43,8 +43,9 @@ def _from_u32(x: jax.Array, dtype) -> jax.Array:
 class Packer:
     """The layout of one pytree structure (treedef, shapes and dtypes of a template).
 
-    `pack(tree) -> [size] uint32` and `unpack([size] uint32) -> tree` are pure jnp functions;
-    `pack` requires `tree` to have the template's structure, shapes and dtypes.
+    `pack(tree) -> [size] uint32` and `unpack([size] uint32) -> tree` are jitted (one compiled
+    call outside a jit, inlined inside one); `pack` requires `tree` to have the template's
+    structure, shapes and dtypes.
     """
 
     def __init__(self, template):
@@ -57,8 +58,10 @@ class Packer:
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.offsets = np.cumsum([0] + self.sizes).tolist()
         self.size = self.offsets[-1]
+        self.pack = jax.jit(self._pack)
+        self.unpack = jax.jit(self._unpack)
 
-    def pack(self, tree) -> jax.Array:
+    def _pack(self, tree) -> jax.Array:
         leaves = self.treedef.flatten_up_to(tree)
         parts = []
         for x, shape, dtype in zip(leaves, self.shapes, self.dtypes, strict=True):
@@ -71,7 +74,7 @@ class Packer:
             parts.append(_to_u32(x.reshape(-1)))
         return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.uint32)
 
-    def unpack(self, vector: jax.Array):
+    def _unpack(self, vector: jax.Array):
         if vector.shape != (self.size,):
             raise ValueError(f"Packer.unpack: wants shape ({self.size},), got {vector.shape}")
         leaves = [

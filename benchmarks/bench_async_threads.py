@@ -10,8 +10,10 @@ hand-off apart from JAX's own per-call cost.
 
 Beside the method it times the two pieces a thread runs, each with 1 and 2 threads, so the
 ceiling is visible: envpool's `env.xla()` stepping alone (5-step jitted calls, one env per
-thread) and pure-JAX compute alone (a jitted 64x64 matmul chain), plus the CPU time per wall
-second of one thread's env stepping (envpool's worker thread and its spin-waiting caller).
+thread), pure-JAX compute alone (a jitted 64x64 matmul chain), the same compute in a call
+that takes and returns 1 array against 30 arrays (the per-array cost of a jitted call), plus
+the CPU time per wall second of one thread's env stepping (envpool's worker thread and its
+spin-waiting caller).
 """
 
 from __future__ import annotations
@@ -92,8 +94,29 @@ def compute_worker():
     box = [jnp.ones((64, 64)) * 0.01]
 
     def unit():
+        box[0] = f(box[0]).block_until_ready()  # (an eager box[0][0, 0] would time dispatch)
+
+    unit()
+    return unit
+
+
+def leaves_worker(num_arrays: int):
+    """A jitted call of 20 64x64 matmuls that takes and returns `num_arrays` arrays (one 64x64
+    matrix and num_arrays - 1 small vectors): the per-array cost of a call, which is why the
+    asynchronous methods pack their state (`rlax_zoo.packing`)."""
+
+    @jax.jit
+    def f(xs):
+        y = xs[0]
+        for _ in range(20):
+            y = jnp.tanh(y @ y) * 0.5
+        return [y] + [x + 1 for x in xs[1:]]
+
+    box = [[jnp.ones((64, 64)) * 0.01] + [jnp.ones((64,)) for _ in range(num_arrays - 1)]]
+
+    def unit():
         box[0] = f(box[0])
-        np.asarray(box[0][0, 0])
+        box[0][0].block_until_ready()
 
     unit()
     return unit
@@ -157,6 +180,8 @@ def main() -> None:
     for name, make in (
         (f"envpool {args.env} xla step alone, 5-step calls/s", lambda i: env_worker(i, args.env)),
         ("pure-JAX compute alone, calls/s", lambda i: compute_worker()),
+        ("20 matmuls, 1 array in and out, calls/s", lambda i: leaves_worker(1)),
+        ("20 matmuls, 30 arrays in and out, calls/s", lambda i: leaves_worker(30)),
     ):
         fns = [make(i) for i in range(2)]
         ones, twos = [], []

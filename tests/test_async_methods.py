@@ -134,30 +134,32 @@ def test_threads_share_counter_and_parameters(method):
 
 def test_segment_log_matches_numpy():
     """The device log of a chunk: each segment's loss at its index, and one row (segment
-    index, return, length) per finished episode, in time-major order; rows past the capacity
-    are dropped but counted."""
+    index, return, length) per finished episode, in time-major order; writes past the capacity
+    are dropped but counted, and reading such a log raises."""
     cfg = am.AsyncConfig(t_max=3, envs_per_thread=2)
     rng = np.random.default_rng(0)
     log, rows, losses = am.empty_log(4, cfg), [], []
-    write = jax.jit(am._write_log)
+    write = jax.jit(am._write_log, static_argnums=1)
     for i in range(4):
         done = rng.random((3, 2)) < 0.4
         ret, length = rng.normal(size=(3, 2)), rng.integers(1, 9, size=(3, 2))
         loss = rng.normal()
-        log = write(log, jnp.float32(loss), done, ret.astype(np.float32), length)
+        log = write(log, 4, jnp.float32(loss), done, ret.astype(np.float32), length)
         losses.append(loss)
         rows += [(i, ret[t, e], length[t, e]) for t in range(3) for e in range(2) if done[t, e]]
-    n = len(rows)
-    assert int(log.num_episodes) == n and int(log.num_segments) == 4
-    np.testing.assert_allclose(np.asarray(log.losses), losses, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(log.episodes[:n]), np.array(rows), rtol=1e-6)
-    assert log.episodes.shape[0] == 2 * ((4 * 3 + 1) // 2 + 1)  # the bound of empty_log
-    small = am.empty_log(1, am.AsyncConfig(t_max=1, envs_per_thread=1))  # room for 2 rows
-    for _ in range(3):
-        small = write(
-            small, jnp.float32(0), np.ones((1, 1), bool), np.ones((1, 1)), np.ones((1, 1), int)
-        )
-    assert int(small.num_episodes) == 3 and small.episodes.shape[0] == 2
+    view = am.read_log(log, 4)
+    np.testing.assert_allclose(view.losses, losses, rtol=1e-6)
+    np.testing.assert_allclose(view.episodes, np.array(rows).reshape(-1, 3), rtol=1e-6)
+    assert log.shape == (2 + 4 + 3 * 2 * ((4 * 3 + 1) // 2 + 1),)  # the bound of empty_log
+    small = am.empty_log(1, am.AsyncConfig(t_max=1, envs_per_thread=1))  # 1 loss, 2 rows
+    one = np.ones((1, 1))
+    for i in range(3):
+        small = write(small, 1, jnp.float32(i + 7), one > 0, one, one.astype(int))
+        if i == 0:
+            np.testing.assert_array_equal(np.asarray(small), [1, 1, 7, 0, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(small)[2:], [7, 0, 1, 1, 1, 1, 1])  # no spill
+    with pytest.raises(RuntimeError, match="holds 1 segments and 2 episodes"):
+        am.read_log(small, 1)
 
 
 def test_one_thread_is_deterministic():

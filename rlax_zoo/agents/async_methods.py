@@ -29,17 +29,18 @@ How this maps onto JAX: a thread's whole segment (t_max env steps through its en
 `env.xla()` step, then the loss gradient) is ONE jitted call, during which JAX releases the
 GIL, so threads overlap on the cores. Each call takes and returns a handful of arrays: the
 shared parameters and optimizer statistics travel as one packed vector (`rlax_zoo.packing`),
-like the paper's shared parameter vector theta, and so do a thread's env handle, acting
-state and log of losses and finished episodes, which stays on the device until the chunk
-ends (every array a call takes or returns costs several microseconds of Python-side work on
-this machine, enough to stop two threads from overlapping; benchmarks/RESULTS.md). Applying a gradient to the shared parameters and RMSProp
-statistics (one small jitted call) and advancing T happen under a lock: Python cannot
-write parameters in place the way Hogwild! does, and a lock-free read-modify-write of the
-parameter pytree would silently drop other threads' updates. A thread acts for t_max steps on
-the parameter snapshot it read at the start of the segment (in Algorithm 1 the parameters may
-change under a thread between two of its steps; here they change between its segments). The
-paper sums gradients over the segment; the losses here average over its valid steps (with
-RMSProp a constant factor only rescales the effective step size).
+like the paper's shared parameter vector theta; so do a thread's env handle and acting state;
+its losses and finished episodes go to a log vector that stays on the device until the chunk
+ends. Every array a call takes or returns costs several microseconds of Python-side work on
+this machine, enough to stop two threads from overlapping (benchmarks/RESULTS.md).
+Applying a gradient to the shared parameters and RMSProp statistics (one small jitted call)
+and advancing T happen under a lock: Python cannot write parameters in place the way
+Hogwild! does, and a lock-free read-modify-write of the parameter vector would silently drop
+other threads' updates. A thread acts for t_max steps on the parameter snapshot it read at
+the start of the segment (in Algorithm 1 the parameters may change under a thread between
+two of its steps; here they change between its segments). The paper sums gradients over the
+segment; the losses here average over its valid steps (with RMSProp a constant factor only
+rescales the effective step size).
 
 Non-determinism: thread interleaving decides which parameters each segment reads, so two runs
 with the same seed differ (as in the paper). Everything else is seeded: the run folder's
@@ -199,48 +200,60 @@ class LocalState(NamedTuple):
 
 
 class SegmentLog(NamedTuple):
-    """One thread's record of a chunk, kept on the device and written by each segment (so a
-    segment needs no host transfer); fetched once when the chunk ends."""
+    """One thread's record of a chunk (`read_log`'s view of the device vector `empty_log`)."""
 
-    losses: jax.Array  # [S] the loss of the thread's i-th segment of the chunk
-    episodes: jax.Array  # [N, 3] (segment index i, return, length) of each finished episode
-    num_episodes: jax.Array  # [] int32 rows of `episodes` written (more than N: overflow)
-    num_segments: jax.Array  # [] int32 segments run in this chunk
+    losses: np.ndarray  # [segments] the loss of the thread's i-th segment of the chunk
+    episodes: np.ndarray  # [episodes, 3] (segment index i, return, length) per finished episode
 
 
-def empty_log(max_segments: int, config) -> SegmentLog:
-    """A log with room for `max_segments` segments. An env's episode ends on a valid step and
-    the step after it is envpool's reset, so an env finishes at most (steps + 1) // 2 + 1
-    episodes in a chunk."""
+def empty_log(max_segments: int, config) -> jax.Array:
+    """A thread's log of a chunk: one float32 vector, kept on the device and written in place
+    by each segment (`_write_log`), so that a segment needs no host transfer; read once when
+    the chunk ends (`read_log`). Layout: [segments run, episodes finished, losses [S],
+    episode rows [N, 3]], S = max_segments. An env's episode ends on a valid step and the step
+    after it is envpool's reset, so an env finishes at most (steps + 1) // 2 + 1 episodes in a
+    chunk: N = envs_per_thread * that bound."""
     steps = max_segments * config.t_max
     rows = config.envs_per_thread * ((steps + 1) // 2 + 1)
-    return SegmentLog(
-        losses=jnp.zeros((max_segments,), jnp.float32),
-        episodes=jnp.zeros((rows, 3), jnp.float32),
-        num_episodes=jnp.zeros((), jnp.int32),
-        num_segments=jnp.zeros((), jnp.int32),
-    )
+    return jnp.zeros((2 + max_segments + 3 * rows,), jnp.float32)
 
 
-def _write_log(log: SegmentLog, loss, done, ep_ret, ep_len) -> SegmentLog:
-    """Append one segment's loss and its finished episodes (done, ep_* [T, E]) to `log`."""
+def _write_log(log: jax.Array, max_segments: int, loss, done, ep_ret, ep_len) -> jax.Array:
+    """Append one segment's loss and its finished episodes (done, ep_* [T, E]) to `log`.
+
+    Writes past the capacity are dropped (counted all the same, so `read_log` can tell)."""
+    size, first_row = log.shape[0], 2 + max_segments
+    num_rows = (size - first_row) // 3
+    segment, count = log[0].astype(jnp.int32), log[1].astype(jnp.int32)
     done = done.reshape(-1)
     rows = jnp.stack(
         [
-            jnp.broadcast_to(log.num_segments.astype(jnp.float32), done.shape),
+            jnp.broadcast_to(log[0], done.shape),
             ep_ret.reshape(-1).astype(jnp.float32),
             ep_len.reshape(-1).astype(jnp.float32),
         ],
         axis=-1,
     )
-    position = log.num_episodes + jnp.cumsum(done) - 1
-    index = jnp.where(done, position, log.episodes.shape[0])  # out of range: dropped
-    return SegmentLog(
-        losses=log.losses.at[log.num_segments].set(loss, mode="drop"),
-        episodes=log.episodes.at[index].set(rows, mode="drop"),
-        num_episodes=log.num_episodes + jnp.sum(done, dtype=jnp.int32),
-        num_segments=log.num_segments + 1,
-    )
+    position = count + jnp.cumsum(done) - 1
+    keep = done & (position < num_rows)
+    index = first_row + 3 * position[:, None] + jnp.arange(3)
+    index = jnp.where(keep[:, None], index, size)  # out of range: dropped
+    log = log.at[index.reshape(-1)].set(rows.reshape(-1), mode="drop")
+    log = log.at[jnp.where(segment < max_segments, 2 + segment, size)].set(loss, mode="drop")
+    return log.at[0].add(1.0).at[1].add(jnp.sum(done, dtype=jnp.float32))
+
+
+def read_log(log, max_segments: int) -> SegmentLog:
+    """The host view of a log; raises if the chunk outgrew it (which the bound rules out)."""
+    log = np.asarray(log)
+    segments, count = int(log[0]), int(log[1])
+    rows = log[2 + max_segments :].reshape(-1, 3)
+    if segments > max_segments or count > rows.shape[0]:
+        raise RuntimeError(
+            f"a thread's log holds {max_segments} segments and {rows.shape[0]} episodes; the "
+            f"chunk had {segments} and {count}"
+        )
+    return SegmentLog(log[2 : 2 + segments], rows[:count])
 
 
 def q_segment_loss(network, params, target_params, rollout, last_obs, next_action, config):
@@ -309,14 +322,15 @@ class _Worker:
             key=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), index + 1),
         )
         self.segment = None  # set by make_async once the network exists
-        self.carry = None  # (handle, local, log) packed into one vector while a chunk runs
+        self.carry = None  # (handle, local) packed into one vector while a chunk runs
+        self.log = None  # and this chunk's log (`empty_log`)
 
 
 def _make_segment(trainer: AsyncTrainer, env_step):
     """The jitted body of one thread's update, on packed vectors (`rlax_zoo.packing`):
-    (shared, target_shared, carry, epsilon) -> (carry, grads), where shared packs (params,
-    opt_state), carry packs the thread's (handle, LocalState, SegmentLog) and grads the
-    gradient pytree."""
+    (shared, target_shared, carry, log, epsilon) -> (carry, log, grads), where shared packs
+    (params, opt_state), carry the thread's (handle, LocalState) and grads the gradient
+    pytree; log is the thread's `empty_log` vector."""
     cfg, network = trainer.config, trainer.network
     e, a3c = cfg.envs_per_thread, cfg.method == "a3c"
     num_actions = trainer.num_actions
@@ -380,10 +394,10 @@ def _make_segment(trainer: AsyncTrainer, env_step):
         )
         return loss
 
-    def segment(shared, target_shared, carry, epsilon):
+    def segment(shared, target_shared, carry, log, epsilon):
         params, _ = trainer.shared_packer.unpack(shared)
         target_params, _ = trainer.shared_packer.unpack(target_shared)
-        handle, local, log = trainer.carry_packer.unpack(carry)
+        handle, local = trainer.carry_packer.unpack(carry)
         key, noise_key = jax.random.split(local.key)
         (handle, local), (rollout, done, ep_ret, ep_len) = jax.lax.scan(
             lambda c, x: step(params, epsilon, c, x),
@@ -393,8 +407,8 @@ def _make_segment(trainer: AsyncTrainer, env_step):
         loss, grads = jax.value_and_grad(loss_fn)(
             params, target_params, rollout, local.obs, local.next_action
         )
-        log = _write_log(log, loss, done, ep_ret, ep_len)
-        return trainer.carry_packer.pack((handle, local, log)), trainer.params_packer.pack(grads)
+        log = _write_log(log, cfg.segments_per_chunk, loss, done, ep_ret, ep_len)
+        return trainer.carry_packer.pack((handle, local)), log, trainer.params_packer.pack(grads)
 
     return segment
 
@@ -459,7 +473,7 @@ class AsyncTrainer:
     apply: Any  # (shared, grads) -> shared, jitted, on packed vectors (see _make_segment)
     shared_packer: Any  # rlax_zoo.packing.Packer of (params, opt_state)
     params_packer: Any  # ... of the parameter (and gradient) pytree
-    carry_packer: Any  # ... of one thread's (handle, LocalState, SegmentLog)
+    carry_packer: Any  # ... of one thread's (handle, LocalState)
     eval_env: Any = None
     evaluator: Any = None
     eval_carry: Any = None  # (handle, obs, prev_done) of the evaluation envs
@@ -508,8 +522,8 @@ class AsyncTrainer:
             )
         seg_steps = [[] for _ in self.workers]  # T after each of a thread's updates
         for worker in self.workers:
-            log = empty_log(cfg.segments_per_chunk, cfg)
-            worker.carry = self.carry_packer.pack((worker.handle, worker.local, log))
+            worker.log = empty_log(cfg.segments_per_chunk, cfg)
+            worker.carry = self.carry_packer.pack((worker.handle, worker.local))
 
         def work(worker: _Worker):
             try:
@@ -521,8 +535,8 @@ class AsyncTrainer:
                         params, target_params = shared["params"], shared["target_params"]
                         frac = min(1.0, shared["steps"] / cfg.exploration_steps)
                     epsilon = np.float32(1.0 + frac * (worker.final_epsilon - 1.0))
-                    worker.carry, grads = worker.segment(
-                        params, target_params, worker.carry, epsilon
+                    worker.carry, worker.log, grads = worker.segment(
+                        params, target_params, worker.carry, worker.log, epsilon
                     )
                     # Wait (GIL released) until this thread's gradients exist before applying
                     # them: applying a not-yet-computed gradient would make the shared
@@ -566,19 +580,14 @@ class AsyncTrainer:
         [segments] in the order of the updates)."""
         episodes, losses = [], []
         for worker, steps in zip(self.workers, seg_steps, strict=True):
-            worker.handle, worker.local, log = self.carry_packer.unpack(worker.carry)
-            worker.carry = None
-            log = jax.device_get(log)
-            if log.num_episodes > log.episodes.shape[0]:
-                raise RuntimeError(
-                    f"thread {worker.index} finished {log.num_episodes} episodes in a chunk, more "
-                    f"than its log holds ({log.episodes.shape[0]})"
-                )
+            worker.handle, worker.local = self.carry_packer.unpack(worker.carry)
+            log = read_log(worker.log, self.config.segments_per_chunk)
+            worker.carry = worker.log = None
             offsets = np.asarray(steps, np.float64) - start_steps  # [segments of this thread]
-            rows = log.episodes[: log.num_episodes].astype(np.float64)
+            rows = log.episodes.astype(np.float64)
             rows[:, 0] = offsets[rows[:, 0].astype(np.int64)]
             episodes.append(rows)
-            losses.append(np.stack([offsets, log.losses[: len(steps)]], axis=-1))
+            losses.append(np.stack([offsets, log.losses], axis=-1))
         episodes = np.concatenate(episodes) if episodes else np.zeros((0, 3))
         losses = np.concatenate(losses) if losses else np.zeros((0, 2))
         episodes = episodes[np.lexsort(episodes.T[::-1])]
@@ -640,9 +649,7 @@ def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
     )
     shared_packer = packing.Packer((params, optimizer.init(params)))
     params_packer = packing.Packer(params)
-    carry_packer = packing.Packer(
-        (workers[0].handle, workers[0].local, empty_log(config.segments_per_chunk, config))
-    )
+    carry_packer = packing.Packer((workers[0].handle, workers[0].local))
 
     @jax.jit
     def apply(shared, packed_grads):
@@ -666,7 +673,7 @@ def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
         carry_packer=carry_packer,
     )
     for worker in workers:
-        worker.segment = jax.jit(_make_segment(trainer, worker.env.step), donate_argnums=(2,))
+        worker.segment = jax.jit(_make_segment(trainer, worker.env.step), donate_argnums=(2, 3))
     if config.eval_envs:
         eval_env = make_env(config.eval_envs, config.seed + 1_000_000)
         trainer.eval_env = eval_env

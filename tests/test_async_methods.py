@@ -229,3 +229,15 @@ def test_evaluator_counts_the_second_episode_of_each_env():
         prev_done = term | trunc
     np.testing.assert_array_equal(np.asarray(returns), expected)
     assert np.all(np.isfinite(expected)) and np.all(expected < 20)  # pushing left fails fast
+
+
+def test_env_backend_jax_is_the_jax_cartpole():
+    """`env_backend='jax'` gives each thread the in-thread JAX CartPole; other envs are refused
+    with an error that names the option."""
+    cfg = am.AsyncConfig(method="a3c", env_backend="jax", threads=2, envs_per_thread=2, eval_envs=2)
+    trainer = am.make_async(cfg)
+    assert all(w.env.env is None for w in trainer.workers) and trainer.eval_env.env is None
+    _, state, out = trainer.run_chunk(None, trainer.init_state(), True, 20)
+    assert int(state.env_steps) == 20 * 5 * 2 and out.segments_per_thread.min() > 0
+    with pytest.raises(ConfigError, match="env_backend"):
+        validate(dataclasses.replace(cfg, env_id="Acrobot-v1"))

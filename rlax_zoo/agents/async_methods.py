@@ -65,8 +65,9 @@ import optax
 from rlax_zoo import multistep, packing, value_learning
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.base import ChunkSummary, chunk_schedule
-from rlax_zoo.config import option
+from rlax_zoo.config import ConfigError, option
 from rlax_zoo.envs.envpool_env import EnvpoolOptions, check_env_id, make_env_for
+from rlax_zoo.envs.jax_cartpole import make_jax_cartpole
 from rlax_zoo.networks import ActorCriticNetwork, QNetwork
 
 METHODS = ("q", "sarsa", "nstep_q", "a3c")
@@ -79,6 +80,13 @@ class AsyncConfig(EnvpoolOptions):
     """Every hyperparameter of the asynchronous methods; each is a command-line flag."""
 
     method: str = option("a3c", "Which asynchronous method.", choices=METHODS)
+    env_backend: str = option(
+        "envpool",
+        "Each thread's environments: envpool's (stepped by envpool's worker thread), or jax, "
+        "CartPole-v1 written in JAX (rlax_zoo.envs.jax_cartpole) and stepped inside the "
+        "thread's own jitted call, which lets 2 threads scale on 2 cores (CartPole-v1 only).",
+        choices=("envpool", "jax"),
+    )
     seed: int = option(0, "Random seed (networks, exploration, envs).", low=0)
     threads: int = option(2, "Actor-learner threads.", low=1, high=256)
     envs_per_thread: int = option(
@@ -133,6 +141,11 @@ class AsyncConfig(EnvpoolOptions):
 
     def check(self) -> None:
         check_env_id(self.env_id)
+        if self.env_backend == "jax" and self.env_id != "CartPole-v1":
+            raise ConfigError(
+                f"env_backend: 'jax' has only CartPole-v1, got env_id {self.env_id!r} "
+                "(use env_backend 'envpool')"
+            )
 
     @property
     def steps_per_iteration(self) -> int:
@@ -619,14 +632,17 @@ class AsyncTrainer:
 def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
     """Build the shared network and optimizer and one worker (env + jitted segment) per thread.
 
-    `make_env(num_envs, seed) -> VecEnv` builds each thread's environment (default: envpool's
-    `config.env_id`); any env with envpool's xla step contract works, e.g.
-    `rlax_zoo.envs.jax_cartpole.make_jax_cartpole`, which steps inside the thread's jitted call.
+    `make_env(num_envs, seed) -> VecEnv` builds each thread's environment (default: by
+    `config.env_backend`, envpool's `config.env_id` or the JAX CartPole); any env with envpool's
+    xla step contract works, e.g. `rlax_zoo.envs.jax_cartpole.make_jax_cartpole`, which steps
+    inside the thread's jitted call.
     """
     from rlax_zoo.config import validate
 
     validate(config)
-    if make_env is None:
+    if make_env is None and config.env_backend == "jax":
+        make_env = make_jax_cartpole
+    elif make_env is None:
         make_env = functools.partial(make_env_for, config)
     final_epsilons = thread_final_epsilons(config.seed, config.threads)
     workers = [

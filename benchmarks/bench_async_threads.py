@@ -38,7 +38,6 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
 )
 from rlax_zoo.agents import async_methods as am  # noqa: E402
 from rlax_zoo.envs.envpool_env import make_vec_env  # noqa: E402
-from rlax_zoo.envs.jax_cartpole import make_jax_cartpole  # noqa: E402
 
 
 def in_threads(fns, duration: float) -> list[float]:
@@ -148,18 +147,18 @@ def main() -> None:
     print("\n| what | 1 thread | 2 threads (total) | 2 / 1 | median of paired 2 / 1 (sorted) |")
     print("|---|---:|---:|---:|---|")
     for method, backend in [(m, b) for m in args.methods.split(",") for b in backends]:
-        make_env = make_jax_cartpole if backend == "jax" else None
         trainers, states = {}, {}
         for k in (1, 2):
             cfg = dataclasses.replace(
                 am.AsyncConfig(),
                 method=method,
                 env_id=args.env,
+                env_backend=backend,
                 threads=k,
                 envs_per_thread=args.envs_per_thread,
                 eval_envs=0,  # time the threads only
             )
-            trainers[k] = am.make_async(cfg, make_env=make_env)
+            trainers[k] = am.make_async(cfg)
             states[k] = trainers[k].init_state()
             _, states[k], _ = trainers[k].run_chunk(None, states[k], True, 20)  # compile
         rates = {1: [], 2: []}

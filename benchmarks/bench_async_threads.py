@@ -37,6 +37,7 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
     machine_line,
 )
 from rlax_zoo.agents import async_methods as am  # noqa: E402
+from rlax_zoo.config import validate  # noqa: E402
 from rlax_zoo.envs.envpool_env import make_vec_env  # noqa: E402
 
 
@@ -136,10 +137,11 @@ def main() -> None:
     add_xla_cpu_threads_flag(p)
     args = p.parse_args()
     backends = args.env_backend.split(",")
-    if not set(backends) <= {"envpool", "jax"}:
-        p.error(f"--env-backend: envpool and/or jax, got {args.env_backend!r}")
-    if "jax" in backends and args.env != "CartPole-v1":
-        p.error("--env-backend jax: only CartPole-v1 has a JAX version")
+    for backend in backends:  # the config's own checks, before anything is timed
+        try:
+            validate(am.AsyncConfig(env_id=args.env, env_backend=backend))
+        except ValueError as exc:
+            p.error(f"--env-backend {backend} --env {args.env}: {exc}")
     apply_xla_cpu_threads(args)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())

@@ -41,7 +41,8 @@ def _from_u32(x: jax.Array, dtype) -> jax.Array:
 
 
 class Packer:
-    """The layout of one pytree structure (treedef, shapes and dtypes of a template).
+    """The layout of one pytree structure (treedef, shapes and dtypes of a template, whose
+    leaves may be arrays or `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`).
 
     `pack(tree) -> [size] uint32` and `unpack([size] uint32) -> tree` are jitted (one compiled
     call outside a jit, inlined inside one); `pack` requires `tree` to have the template's

@@ -517,6 +517,11 @@ class AsyncTrainer:
         """Run the threads until they have applied `num_segments` updates in total."""
         del learn
         cfg = self.config
+        if num_segments > cfg.segments_per_chunk:
+            raise ValueError(
+                f"run_chunk: num_segments={num_segments} is more than the threads' logs hold "
+                f"(segments_per_chunk={cfg.segments_per_chunk})"
+            )
         lock = threading.Lock()
         start_steps = int(state.env_steps)
         pack_shared = self.shared_packer.pack
@@ -528,11 +533,6 @@ class AsyncTrainer:
             claimed=0,
         )
         counts, errors = [0] * len(self.workers), []
-        if num_segments > cfg.segments_per_chunk:
-            raise ValueError(
-                f"run_chunk: num_segments={num_segments} is more than the threads' logs hold "
-                f"(segments_per_chunk={cfg.segments_per_chunk})"
-            )
         seg_steps = [[] for _ in self.workers]  # T after each of a thread's updates
         for worker in self.workers:
             worker.log = empty_log(cfg.segments_per_chunk, cfg)
@@ -575,6 +575,9 @@ class AsyncTrainer:
             t.join()
         if errors:
             raise errors[0]
+        for worker in self.workers:
+            worker.handle, worker.local = self.carry_packer.unpack(worker.carry)
+            worker.carry = None
         params, opt_state = self.shared_packer.unpack(shared["params"])
         state = SharedState(
             params=params,
@@ -593,9 +596,8 @@ class AsyncTrainer:
         [segments] in the order of the updates)."""
         episodes, losses = [], []
         for worker, steps in zip(self.workers, seg_steps, strict=True):
-            worker.handle, worker.local = self.carry_packer.unpack(worker.carry)
             log = read_log(worker.log, self.config.segments_per_chunk)
-            worker.carry = worker.log = None
+            worker.log = None
             offsets = np.asarray(steps, np.float64) - start_steps  # [segments of this thread]
             rows = log.episodes.astype(np.float64)
             rows[:, 0] = offsets[rows[:, 0].astype(np.int64)]
@@ -640,10 +642,9 @@ def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
     from rlax_zoo.config import validate
 
     validate(config)
-    if make_env is None and config.env_backend == "jax":
-        make_env = make_jax_cartpole
-    elif make_env is None:
-        make_env = functools.partial(make_env_for, config)
+    if make_env is None:
+        jax_env = config.env_backend == "jax"
+        make_env = make_jax_cartpole if jax_env else functools.partial(make_env_for, config)
     final_epsilons = thread_final_epsilons(config.seed, config.threads)
     workers = [
         _Worker(i, config, float(final_epsilons[i]), make_env) for i in range(config.threads)
@@ -660,10 +661,12 @@ def make_async(config: AsyncConfig, make_env=None) -> AsyncTrainer:
         config, config.total_steps // config.steps_per_iteration
     )
 
-    params = network.init(
-        jax.random.PRNGKey(0), jnp.zeros((1,) + obs_shape, workers[0].env.obs_dtype)
+    params = jax.eval_shape(  # shapes and dtypes only: the layouts need nothing else
+        network.init,
+        jax.random.PRNGKey(0),
+        jax.ShapeDtypeStruct((1,) + obs_shape, workers[0].env.obs_dtype),
     )
-    shared_packer = packing.Packer((params, optimizer.init(params)))
+    shared_packer = packing.Packer((params, jax.eval_shape(optimizer.init, params)))
     params_packer = packing.Packer(params)
     carry_packer = packing.Packer((workers[0].handle, workers[0].local))
 

@@ -214,6 +214,14 @@ SHARDED = (
     leaves = zip(jax.tree.leaves(p1), jax.tree.leaves(params))
     moved = max(float(jnp.max(jnp.abs(x - y))) for x, y in leaves)
     assert moved > 1e-5, moved
+    # advantages standardised over the whole batch, not over each device's share
+    ncfg = impala.ImpalaConfig(normalize_advantages=True, max_grad_norm=0.5)
+    p1n, _, o1n = jax.jit(impala.make_learner_update(net, opt, ncfg))(params, s1, batch)
+    sharded_n = jax.jit(impala.make_learner_update(net, opt, ncfg, mesh=mesh))
+    p8n, _, o8n = sharded_n(params, s1, batch)
+    for x, y in zip(jax.tree.leaves((p1n, o1n)), jax.tree.leaves((p8n, o8n)), strict=True):
+        np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
+    assert abs(float(o1n.policy_loss) - float(o1.policy_loss)) > 1e-3
     # the threaded trainer with its learner split over the 8 devices runs end to end
     tcfg = impala.ImpalaConfig(
         actors=1, num_envs=8, rollout_length=5, batch_size=1, learner_devices=-1, total_steps=400
@@ -300,17 +308,28 @@ def test_learner_update_across_two_processes_equals_single_device():
 
 
 def test_gradient_accumulation_over_chunks_is_the_same_update():
-    """learner_chunks = 3 (one trajectory per slice) takes the step of the unsliced batch."""
+    """learner_chunks = 3 (one trajectory per slice) takes the step of the unsliced batch,
+    also when the advantages are standardised (over the whole batch, not over each slice)."""
     cfg, net, params, roll, last_obs = _setup()
     behaviour = jnp.asarray(np.random.default_rng(4).normal(size=(6, 3, 2)), jnp.float32)
     batch = impala.Batch(roll, behaviour, last_obs)
     opt = ac.make_optimizer(cfg, 10)
-    results = []
-    for chunks in (1, 3):
-        update = impala.make_learner_update(
-            net, opt, dataclasses.replace(cfg, learner_chunks=chunks)
-        )
-        results.append(jax.jit(update)(params, opt.init(params), batch))
-    (p1, _, o1), (p3, _, o3) = results
-    for x, y in zip(jax.tree.leaves((p1, o1)), jax.tree.leaves((p3, o3)), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    losses = []
+    for normalize in (False, True):
+        results = []
+        for chunks in (1, 3):
+            update = impala.make_learner_update(
+                net,
+                opt,
+                dataclasses.replace(cfg, learner_chunks=chunks, normalize_advantages=normalize),
+            )
+            results.append(jax.jit(update)(params, opt.init(params), batch))
+        (p1, _, o1), (p3, _, o3) = results
+        for x, y in zip(jax.tree.leaves((p1, o1)), jax.tree.leaves((p3, o3)), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+        losses.append(float(o1.policy_loss))
+    # the standardised loss is a different number, and equals the unsliced formula's
+    assert abs(losses[0] - losses[1]) > 1e-3
+    ncfg = dataclasses.replace(cfg, normalize_advantages=True)
+    _, out = impala.impala_loss(net, params, roll, behaviour, last_obs, ncfg)
+    np.testing.assert_allclose(out.policy_loss, losses[1], rtol=1e-5, atol=1e-6)

@@ -195,6 +195,13 @@ class ImpalaOutput(NamedTuple):
     mean_abs_log_rho: jax.Array
 
 
+def _apply_network(network, params, obs):
+    """Time-major observations [T', B, ...] -> logits [T', B, A] and values [T', B]."""
+    t, b = obs.shape[:2]
+    logits, values = network.apply(params, obs.reshape((t * b,) + obs.shape[2:]))
+    return logits.reshape((t, b, -1)), values.reshape((t, b))
+
+
 def impala_loss_sums(network, params, rollout: Transition, behaviour_logits, last_obs, config):
     """The IMPALA loss (Espeholt et al. 2018, Section 4.2) as SUMS over valid steps.
 
@@ -207,15 +214,31 @@ def impala_loss_sums(network, params, rollout: Transition, behaviour_logits, las
       behaviour_logits: [T, B, A] mu's logits when the actions were taken.
       last_obs: [B, ...] the observation after the last step (bootstraps v_T = V(x_T)).
       config: lambda_, discount, clip thresholds, correction, scan_impl, value_cost,
-        entropy_cost.
+        entropy_cost, normalize_advantages.
     Returns:
       (total [], ImpalaOutput of sums; mean_abs_log_rho holds the sum of |log rho|).
     """
-    t, b = rollout.action.shape
     all_obs = jnp.concatenate([rollout.obs, last_obs[None]], axis=0)  # [T+1, B, ...]
-    logits, values = network.apply(params, all_obs.reshape((-1,) + all_obs.shape[2:]))
-    logits = logits.reshape((t + 1, b, -1))[:-1]
-    values = values.reshape((t + 1, b))
+    logits, values = _apply_network(network, params, all_obs)
+    return impala_loss_sums_from_outputs(logits, values, rollout, behaviour_logits, config)
+
+
+def impala_loss_sums_from_outputs(
+    logits, values, rollout: Transition, behaviour_logits, config, axis_name=None
+):
+    """`impala_loss_sums` given the network's outputs: V-trace targets (eq. 1), the value
+    regression toward v_s, the policy gradient with rho_s (r_s + gamma v_{s+1} - V(x_s)) and
+    the entropy bonus (Section 4.2), as sums over valid steps.
+
+    Args:
+      logits: [T + 1, B, A] pi's logits at x_0 .. x_T (the last row is not used).
+      values: [T + 1, B] V(x_0) .. V(x_T).
+      rollout, behaviour_logits, config: as in `impala_loss_sums`.
+      axis_name: inside `shard_map` over B, the mesh axis: the standardisation of the
+        advantages (`normalize_advantages`) then uses the statistics of the whole batch.
+    """
+    t, b = rollout.action.shape
+    logits = logits[:-1]
     log_pi = jax.nn.log_softmax(logits)
     log_mu = jax.nn.log_softmax(behaviour_logits)
     take = lambda lp: jnp.take_along_axis(lp, rollout.action[..., None], -1)[..., 0]  # noqa: E731
@@ -245,10 +268,11 @@ def impala_loss_sums(network, params, rollout: Transition, behaviour_logits, las
     )
     mask = rollout.valid.astype(jnp.float32)
     pg_advantage = vt.pg_advantage
-    if config.normalize_advantages:  # over this batch's valid steps (a departure from the paper)
-        count = jnp.maximum(jnp.sum(mask), 1.0)
-        centred = pg_advantage - jnp.sum(mask * pg_advantage) / count
-        pg_advantage = centred / (jnp.sqrt(jnp.sum(mask * centred**2) / count) + 1e-8)
+    if config.normalize_advantages:  # over the batch's valid steps (a departure from the paper)
+        total = (lambda x: x) if axis_name is None else (lambda x: jax.lax.psum(x, axis_name))
+        count = jnp.maximum(total(jnp.sum(mask)), 1.0)
+        centred = pg_advantage - total(jnp.sum(mask * pg_advantage)) / count
+        pg_advantage = centred / (jnp.sqrt(total(jnp.sum(mask * centred**2)) / count) + 1e-8)
     flat = lambda x: x.reshape((t * b,) + x.shape[2:])  # noqa: E731
     # the primitives average over their batch: these weights turn that mean into a sum
     w = flat(mask) * (t * b)
@@ -288,28 +312,35 @@ def make_learner_update(network, optimizer, config, mesh=None):
     same optimizer step to its replica of the parameters. B must divide by the device count.
     """
 
-    def grads_and_out(params, batch, count):
-        def loss(params, part):
-            total, out = impala_loss_sums(network, params, *part, config)
-            return total / count, out
-
-        # Gradient accumulation over `chunks` slices of B, unrolled (XLA:CPU runs convolution
-        # gradients on a few envs at a time faster than on the whole batch at once, and far
-        # slower inside a rolled loop); the sum is the gradient of the whole batch.
+    def grads_and_out(params, batch, count, axis_name=None):
+        # The network runs on `chunks` slices of B (forward and backward, unrolled: XLA:CPU
+        # runs convolution gradients on a few envs at a time faster than on the whole batch
+        # at once, and far slower inside a rolled loop); the loss sees the whole batch, so
+        # the gradient is the whole batch's, advantage standardisation included.
         b = batch.behaviour_logits.shape[1]
         chunks = config.learner_chunks or (b if batch.last_obs.ndim == 4 else 1)  # 0: auto
         if b % chunks:
             raise ValueError(f"learner_chunks={chunks} must divide the batch's {b} trajectories")
-        grads = out = None
-        for i in range(chunks):
-            lo, hi = i * b // chunks, (i + 1) * b // chunks
-            part = Batch(
-                jax.tree.map(lambda x, lo=lo, hi=hi: x[:, lo:hi], batch.rollout),
-                batch.behaviour_logits[:, lo:hi],
-                batch.last_obs[lo:hi],
+        all_obs = jnp.concatenate([batch.rollout.obs, batch.last_obs[None]], axis=0)
+        bounds = [(i * b // chunks, (i + 1) * b // chunks) for i in range(chunks)]
+        parts, vjps = [], []
+        for lo, hi in bounds:
+            out, vjp = jax.vjp(lambda p, o=all_obs[:, lo:hi]: _apply_network(network, p, o), params)
+            parts.append(out)
+            vjps.append(vjp)
+        logits, values = (jnp.concatenate(x, axis=1) for x in zip(*parts, strict=True))
+
+        def loss(logits, values):
+            total, out = impala_loss_sums_from_outputs(
+                logits, values, batch.rollout, batch.behaviour_logits, config, axis_name
             )
-            g, o = jax.grad(loss, has_aux=True)(params, part)
-            grads, out = (g, o) if grads is None else jax.tree.map(jnp.add, (grads, out), (g, o))
+            return total / count, out
+
+        (g_logits, g_values), out = jax.grad(loss, argnums=(0, 1), has_aux=True)(logits, values)
+        grads = None
+        for (lo, hi), vjp in zip(bounds, vjps, strict=True):
+            (g,) = vjp((g_logits[:, lo:hi], g_values[:, lo:hi]))
+            grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
         return grads, jax.tree.map(lambda x: x / count, out)
 
     def apply(params, opt_state, grads):
@@ -332,7 +363,7 @@ def make_learner_update(network, optimizer, config, mesh=None):
     batch_spec = batch_partition_specs()
 
     def sharded(params, opt_state, batch, count):
-        grads, out = grads_and_out(params, batch, count)
+        grads, out = grads_and_out(params, batch, count, axis_name="data")
         grads, out = jax.lax.psum((grads, out), "data")
         return (*apply(params, opt_state, grads), out)
 

@@ -297,7 +297,8 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     assert os.path.exists(out) and "wrote 9 samples" in capsys.readouterr().out
     assert cli.main(["sample", "--run", str(tmp_path / "full"), "--steps", "500"]) == 2
     assert "steps" in capsys.readouterr().err
-    assert cli.main(["train", "ddpm", "--data", str(tmp_path / "none.npz")]) == 2
+    missing = ["--data", str(tmp_path / "none.npz"), "--run-dir", str(tmp_path / "failed")]
+    assert cli.main(["train", "ddpm", *missing]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

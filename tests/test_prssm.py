@@ -262,7 +262,8 @@ def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):
     assert "test RMSE" in out
     with open(os.path.join(run_dir, "results.json")) as f:
         assert len(json.load(f)["per_seed"]) == 1
-    assert cli.main(["train", "prssm", "--data", str(tmp_path / "nope.csv")]) == 2
+    missing = ["--data", str(tmp_path / "nope.csv"), "--run-dir", str(tmp_path / "failed")]
+    assert cli.main(["train", "prssm", *missing]) == 2
     assert "does not exist" in capsys.readouterr().err
     short_test = [
         "train",

@@ -113,6 +113,37 @@ def sparse_gp_predict(cache: SparseGPCache, x_ND: jax.Array) -> tuple[jax.Array,
     return mean_N, jnp.maximum(var_N, 0.0)
 
 
+def sparse_gp_sample_weights(cache: SparseGPCache, eps_NP: jax.Array) -> jax.Array:
+    """K^{-1} z_n for N draws z_n = q_mu + q_sqrt eps_n ~ q(z) from standard normal eps_NP
+    [N, P]: the weights `sparse_gp_predict_given_z` takes ([N, P]; K^{-1} z_n =
+    alpha + R^T eps_n with the cache's alpha = K^{-1} q_mu and R = q_sqrt^T K^{-1})."""
+    return cache.alpha_P[None] + eps_NP @ cache.R_PP
+
+
+def sparse_gp_predict_given_z(
+    cache: SparseGPCache, x_ND: jax.Array, weights_NP: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(mean [N], var [N]) of the GP conditional p(f(x_n) | z_n), one z_n per input:
+        mean = k_n^T K^{-1} z_n,   var = k(x_n, x_n) - k_n^T K^{-1} k_n
+    with k_n = k(zeta, x_n) (Titsias 2009; the p(f_t | x_{t-1}, z) of Doerr et al. 2018,
+    eq. (8)). Averaged over z_n ~ q(z) its moments are `sparse_gp_predict`'s marginal.
+
+    Args:
+      cache: `sparse_gp_precompute(...)` (its q_mu and q_sqrt are not used here).
+      x_ND: [N, D] inputs.
+      weights_NP: [N, P] K^{-1} z_n (`sparse_gp_sample_weights`).
+    """
+    k_PN = se_kernel(cache.zeta_PD, x_ND, cache.variance, cache.lengthscales_D)
+    if weights_NP.shape != k_PN.T.shape:
+        raise ValueError(
+            f"sparse_gp_predict_given_z: weights_NP must be [{k_PN.shape[1]}, "
+            f"{k_PN.shape[0]}] (one row per input), got {weights_NP.shape}"
+        )
+    mean_N = jnp.sum(k_PN.T * weights_NP, -1)
+    var_N = se_kernel_diag(x_ND, cache.variance) - jnp.sum((cache.Linv_PP @ k_PN) ** 2, 0)
+    return mean_N, jnp.maximum(var_N, 0.0)
+
+
 def sparse_gp_conditional(
     x_ND: jax.Array,
     zeta_PD: jax.Array,

@@ -23,6 +23,14 @@ term averaged over the N samples; minibatches of B sub-trajectories of length H 
 data term and q(x_1)'s KL by T_train / (B H), so the estimate is unbiased for the whole
 record. One `lax.scan` over time, jitted; training chunks are `lax.scan`s over Adam steps.
 
+`inducing_samples="trajectory"` (an option, not the paper's estimator): each sampled
+trajectory draws one z ~ q(z) and follows p(f_t | x_{t-1}, z), so a trajectory sees one
+function all along, as in the model (Ialongo et al. 2019, "Overcoming mean-field
+approximations in recurrent Gaussian process models"); eq. (19) instead integrates z out
+anew at every step, which treats the function's uncertainty as fresh noise per step. The
+trajectory draws sample q of eq. (15) exactly, so they estimate eq. (17)'s expectation
+without bias; eq. (19)'s per-step marginal is the paper's approximation of it.
+
 Departures of the authors' public code from the paper, each offered as an option (the
 defaults follow the paper):
   - `noise_scale="variance"`: the code draws x_t = mu + eps * (var_f + sigma_x^2), i.e.
@@ -55,6 +63,8 @@ from sequence.gp import (
     se_kernel,
     sparse_gp_precompute,
     sparse_gp_predict,
+    sparse_gp_predict_given_z,
+    sparse_gp_sample_weights,
 )
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -117,6 +127,13 @@ class PRSSMConfig:
         "mean",
         "Log-likelihood over samples: mean (paper, eq. 19) or sum (authors' code).",
         choices=("mean", "sum"),
+    )
+    inducing_samples: str = option(
+        "marginal",
+        "z in the sampled trajectories: marginal (paper, eq. 19: q(z) integrated out at every "
+        "step, independently) or trajectory (one z ~ q(z) per trajectory, the same f all "
+        "along it; Ialongo et al. 2019).",
+        choices=("marginal", "trajectory"),
     )
     eval_samples: int = option(1000, "Sampled trajectories for the free simulation.", low=1)
     eval_every: int = option(200, "Adam steps between test evaluations and checkpoints.", low=1)
@@ -183,19 +200,29 @@ def transition_gps(params: PRSSMParams, jitter: float = 1e-5) -> SparseGPCache:
 
 
 def transition_moments(
-    gps: SparseGPCache, x_SX: jax.Array, u_SU: jax.Array, mean_function: str = "identity"
+    gps: SparseGPCache,
+    x_SX: jax.Array,
+    u_SU: jax.Array,
+    mean_function: str = "identity",
+    weights_XSP: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Mean and variance of f_t given x_{t-1}, u_{t-1}, with z marginalised under q(z_d)
-    (Doerr et al. 2018, eq. (19)'s one-step marginal; the sparse GP of `sequence.gp`).
+    """Mean and variance of f_t given x_{t-1}, u_{t-1}: with z marginalised under q(z_d)
+    (Doerr et al. 2018, eq. (19)'s one-step marginal; the sparse GP of `sequence.gp`), or,
+    given `weights_XSP`, conditioned on one z per sample (p(f_t | x_{t-1}, z) of eq. (8)).
 
     Args:
       gps: `transition_gps(params)`.
       x_SX: [S, Dx] states x_{t-1}; u_SU: [S, Du] inputs u_{t-1}.
+      weights_XSP: None, or [Dx, S, P] K_d^{-1} z_{d,s} (`sparse_gp_sample_weights`).
     Returns:
       (mean [S, Dx], var [S, Dx]) of f_t (without process noise).
     """
     xu_SI = jnp.concatenate([x_SX, u_SU], -1)
-    mean_XS, var_XS = jax.vmap(sparse_gp_predict, in_axes=(0, None))(gps, xu_SI)
+    if weights_XSP is None:
+        mean_XS, var_XS = jax.vmap(sparse_gp_predict, in_axes=(0, None))(gps, xu_SI)
+    else:
+        predict = jax.vmap(sparse_gp_predict_given_z, in_axes=(0, None, 0))
+        mean_XS, var_XS = predict(gps, xu_SI, weights_XSP)
     mean_SX = mean_XS.T + (x_SX if mean_function == "identity" else 0.0)
     return mean_SX, var_XS.T
 
@@ -208,7 +235,9 @@ def sample_trajectories(
     config: PRSSMConfig,
 ) -> jax.Array:
     """Sample x_{1:H} through q's Markov chain (Doerr et al. 2018, eq. (19)):
-    x_t = mu_f(x_{t-1}, u_{t-1}) + sqrt(var_f + sigma_x^2) * eps_t, one `lax.scan`.
+    x_t = mu_f(x_{t-1}, u_{t-1}) + sqrt(var_f + sigma_x^2) * eps_t, one `lax.scan`; with
+    `config.inducing_samples == "trajectory"` each trajectory first draws its own z ~ q(z)
+    and (mu_f, var_f) are those of p(f_t | x_{t-1}, z).
 
     Args:
       x1_SX: [S, Dx] samples of x_1; u_HU: [H, Du] inputs (u_H is not used).
@@ -220,12 +249,15 @@ def sample_trajectories(
     process_var = jnp.exp(2 * params.log_process_std)
     gps = transition_gps(params)
     keys = jax.random.split(key, u_HU.shape[0] - 1)
+    weights = None
+    if config.inducing_samples == "trajectory":  # (the default path's draws are unchanged)
+        eps_XSP = jax.random.normal(jax.random.fold_in(key, 1), (X, S, params.q_mu.shape[-1]))
+        weights = jax.vmap(sparse_gp_sample_weights)(gps, eps_XSP)
 
     def step(x_SX, inputs):
         u_U, k = inputs
-        mean, var = transition_moments(
-            gps, x_SX, jnp.broadcast_to(u_U, (S, u_U.shape[-1])), config.mean_function
-        )
+        u_SU = jnp.broadcast_to(u_U, (S, u_U.shape[-1]))
+        mean, var = transition_moments(gps, x_SX, u_SU, config.mean_function, weights)
         total = var + process_var
         scale = jnp.sqrt(total) if config.noise_scale == "std" else total
         eps = jax.random.normal(k, (S, 1) if config.shared_noise else (S, X))

@@ -12,6 +12,8 @@ from sequence.gp import (
     sparse_gp_conditional,
     sparse_gp_precompute,
     sparse_gp_predict,
+    sparse_gp_predict_given_z,
+    sparse_gp_sample_weights,
 )
 
 
@@ -91,6 +93,42 @@ def test_precompute_then_predict_equals_conditional_and_reads_lower_triangle_onl
     b = sparse_gp_predict(sparse_gp_precompute(Z, mu, jnp.asarray(junk), 1.1, ls), Xs)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_conditional_given_z_matches_numpy_and_its_spread_over_q_is_the_marginal():
+    """p(f | x, z) = N(k^T K^-1 z, k(x,x) - k^T K^-1 k) against NumPy for per-input z_n =
+    q_mu + q_sqrt eps_n; and with eps running over the P unit vectors, the squared
+    deviations of the conditional means from that at eps = 0 sum to the variance the
+    marginal adds over the conditional, k^T K^-1 S K^-1 k (exact, no sampling)."""
+    rng = np.random.default_rng(5)
+    P, N = 6, 7
+    Z, Xs = rng.normal(size=(P, 2)), rng.normal(size=(N, 2))
+    mu, Ls = rng.normal(size=P), np.tril(rng.normal(size=(P, P))) * 0.4
+    var, ls, jitter = 0.8, np.array([0.9, 1.4]), 1e-8
+    eps = rng.normal(size=(N, P))
+    K = np_se(Z, Z, var, ls) + jitter * var * np.eye(P)
+    k = np_se(Z, Xs, var, ls)  # [P, N]
+    z = mu[None] + eps @ Ls.T  # [N, P]
+    mean_np = np.einsum("pn,pn->n", k, np.linalg.solve(K, z.T))
+    var_np = var - np.einsum("pn,pn->n", k, np.linalg.solve(K, k))
+    with jax.enable_x64(True):
+        cache = sparse_gp_precompute(
+            jnp.asarray(Z), jnp.asarray(mu), jnp.asarray(Ls), var, jnp.asarray(ls), jitter
+        )
+        w = sparse_gp_sample_weights(cache, jnp.asarray(eps))
+        np.testing.assert_allclose(np.asarray(w), np.linalg.solve(K, z.T).T, rtol=1e-7)
+        mean, v = sparse_gp_predict_given_z(cache, jnp.asarray(Xs), w)
+        np.testing.assert_allclose(np.asarray(mean), mean_np, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(v), var_np, rtol=1e-7, atol=1e-10)
+        x1 = jnp.asarray(np.repeat(Xs[:1], P + 1, 0))
+        w_unit = sparse_gp_sample_weights(cache, jnp.asarray(np.vstack([np.zeros(P), np.eye(P)])))
+        m_unit, v_unit = sparse_gp_predict_given_z(cache, x1, w_unit)
+        m_marg, v_marg = sparse_gp_predict(cache, x1[:1])
+        np.testing.assert_allclose(float(m_unit[0]), float(m_marg[0]), rtol=1e-9)
+        spread = float(np.sum((np.asarray(m_unit[1:]) - float(m_unit[0])) ** 2))
+        np.testing.assert_allclose(spread + float(v_unit[0]), float(v_marg[0]), rtol=1e-7)
+        with pytest.raises(ValueError, match="weights_NP"):
+            sparse_gp_predict_given_z(cache, jnp.asarray(Xs), w[:3])
 
 
 def test_gauss_kl_matches_numpy_formula_and_is_zero_for_equal_gaussians():

@@ -89,14 +89,28 @@ def test_elbo_data_term_matches_closed_form_for_a_random_walk():
     )
 
 
-@pytest.mark.parametrize("noise_scale,shared", [("std", False), ("variance", False), ("std", True)])
-def test_transition_noise_options(noise_scale, shared):
+@pytest.mark.parametrize(
+    "noise_scale,shared,inducing",
+    [
+        ("std", False, "marginal"),
+        ("variance", False, "marginal"),
+        ("std", True, "marginal"),
+        ("std", False, "trajectory"),
+    ],
+)
+def test_transition_noise_options(noise_scale, shared, inducing):
     """One step from a fixed state: Var(x_2) = var_f + sx^2 (paper), or its square (the
     authors' code scales eps by the variance); shared noise makes the dimensions move
-    together."""
-    config = PRSSMConfig(**{**SMALL, "noise_scale": noise_scale, "shared_noise": shared})
-    params = init_params(jax.random.key(3), config, 1, 1)._replace(
-        log_process_std=jnp.log(jnp.array([0.3, 0.6]))
+    together. With one z ~ q(z) per trajectory, one step's moments are the marginal's too."""
+    config = PRSSMConfig(
+        **{**SMALL, "noise_scale": noise_scale, "shared_noise": shared},
+        inducing_samples=inducing,
+    )
+    params = init_params(jax.random.key(3), config, 1, 1)
+    params = params._replace(
+        log_process_std=jnp.log(jnp.array([0.3, 0.6])),
+        q_mu=jax.random.normal(jax.random.key(5), params.q_mu.shape),
+        q_log_diag=jnp.full_like(params.q_log_diag, math.log(0.4)),
     )
     S = 40000
     x1 = jnp.tile(jnp.array([[0.2, -0.4]]), (S, 1))
@@ -110,6 +124,56 @@ def test_transition_noise_options(noise_scale, shared):
     np.testing.assert_allclose(x2.var(0), expected_var, rtol=0.04)
     corr = np.corrcoef(x2.T)[0, 1]
     assert (abs(corr - 1) < 1e-3) if shared else (abs(corr) < 0.03)
+
+
+def test_trajectory_inducing_samples_follow_one_function_per_trajectory():
+    """inducing_samples="trajectory" against a NumPy loop: each trajectory s draws z_{d,s} =
+    q_mu_d + L_d eps_{d,s} once and every step uses p(f_t | x_{t-1}, z_s) of eq. (8) with
+    that same z (the draws are those of sample_trajectories' documented keys)."""
+    config = PRSSMConfig(**SMALL, inducing_samples="trajectory")
+    params = init_params(jax.random.key(3), config, 1, 1)
+    X, P = params.q_mu.shape
+    rng = np.random.default_rng(0)
+    params = params._replace(
+        q_mu=jnp.asarray(rng.normal(size=(X, P)), jnp.float32),
+        q_sqrt_offdiag=jnp.asarray(0.2 * rng.normal(size=(X, P, P)), jnp.float32),
+        q_log_diag=jnp.full((X, P), math.log(0.5)),
+        log_kernel_std=jnp.full((X,), math.log(0.8)),
+    )
+    S, H = 5, 6
+    x1 = jnp.asarray(rng.normal(size=(S, X)), jnp.float32)
+    u = jnp.asarray(rng.normal(size=(H, 1)), jnp.float32)
+    key = jax.random.key(7)
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        xs = np.asarray(sample_trajectories(p64, x1.astype(jnp.float64), u, key, config))
+        eps_z = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (X, S, P)))
+        noise = [np.asarray(jax.random.normal(k, (S, X))) for k in jax.random.split(key, H - 1)]
+    zeta = np.asarray(p64.zeta)
+    L = np.tril(np.asarray(p64.q_sqrt_offdiag), -1) + np.exp(np.asarray(p64.q_log_diag))[
+        ..., None
+    ] * np.eye(P)
+    var = np.exp(2 * np.asarray(p64.log_kernel_std))
+    ls = np.exp(np.asarray(p64.log_lengthscales))
+    sx2 = np.exp(2 * np.asarray(p64.log_process_std))
+    x = np.asarray(x1, np.float64)
+    for t in range(H - 1):
+        xu = np.concatenate([x, np.repeat(np.asarray(u[t : t + 1], np.float64), S, 0)], 1)
+        nxt = np.empty_like(x)
+        for d in range(X):
+            K = np_se_kernel(zeta[d], zeta[d], var[d], ls[d]) + 1e-5 * var[d] * np.eye(P)
+            k = np_se_kernel(zeta[d], xu, var[d], ls[d])  # [P, S]
+            z = np.asarray(p64.q_mu[d])[None] + eps_z[d] @ L[d].T  # [S, P], fixed along t
+            mean = x[:, d] + np.einsum("ps,ps->s", k, np.linalg.solve(K, z.T))
+            v = var[d] - np.einsum("ps,ps->s", k, np.linalg.solve(K, k))
+            nxt[:, d] = mean + np.sqrt(np.maximum(v, 0) + sx2[d]) * noise[t][:, d]
+        x = nxt
+        np.testing.assert_allclose(xs[t + 1], x, rtol=1e-6, atol=1e-8)
+
+
+def np_se_kernel(a, b, var, ls):
+    d = (a[:, None, :] - b[None, :, :]) / ls
+    return var * np.exp(-0.5 * np.sum(d**2, -1))
 
 
 def write_csv(path, u, y):

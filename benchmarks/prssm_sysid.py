@@ -67,7 +67,11 @@ def main() -> None:
     p.add_argument("--data-dir", default="../shared/data/sysid")
     p.add_argument("--root", default="runs/bench-prssm")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
-    p.add_argument("--out", help="default: benchmarks/results/prssm_sysid[_ensembleK].json")
+    p.add_argument(
+        "--out",
+        help="default: benchmarks/results/prssm_sysid[_ensembleK].json; the seed-0 plots "
+        "prssm_<dataset>[_ensembleK].png go to the same folder",
+    )
     # 1 is what `rlax-zoo train prssm` uses (its --xla-cpu-threads auto), so "train s" times
     # what the command line runs; 'all' gives XLA's default pool (the tables before session 9)
     add_xla_cpu_threads_flag(p)
@@ -79,6 +83,8 @@ def main() -> None:
     if args.ensemble < 1:
         p.error(f"--ensemble: need at least 1 model, got {args.ensemble}")
     suffix = f"_ensemble{args.ensemble}" if args.ensemble > 1 else ""
+    out = args.out or f"benchmarks/results/prssm_sysid{suffix}.json"
+    plot_dir = os.path.dirname(out) or "."
     summary = {}
     for name in args.datasets.split(","):
         path = os.path.join(args.data_dir, f"{name}.csv")
@@ -109,12 +115,12 @@ def main() -> None:
             if seed == 0:
                 mean, var = mixture_moments(*run.prediction)
                 what = f"{args.ensemble}-model ensemble" if args.ensemble > 1 else "seed 0"
-                os.makedirs("benchmarks/results", exist_ok=True)
+                os.makedirs(plot_dir, exist_ok=True)
                 plot_free_simulation(
                     data.y_test,
                     mean,
                     var,
-                    f"benchmarks/results/prssm_{name}{suffix}.png",
+                    os.path.join(plot_dir, f"prssm_{name}{suffix}.png"),
                     title=f"{name}: PR-SSM {what} (RMSE {r['rmse']:.3f}) and ARX({na},{nb}) "
                     f"(RMSE {arx_rmse:.3f}), test half",
                     baseline_TD=arx_sim,
@@ -144,8 +150,8 @@ def main() -> None:
             f"{s['log_likelihood_mean']:.3f} | {s['coverage_2std_mean']:.3f} | "
             f"{s['train_seconds_max']:.0f} |"
         )
-    out = args.out or f"benchmarks/results/prssm_sysid{suffix}.json"
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+
+    os.makedirs(plot_dir, exist_ok=True)
     with open(out, "w") as f:
         json.dump(dict(command=" ".join(sys.argv), results=summary), f, indent=2)
 

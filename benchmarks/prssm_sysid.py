@@ -63,6 +63,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="actuator,ballbeam,dryer")
     p.add_argument("--seeds", type=int, default=5, help="repeats (each a model or ensemble)")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the repeats are seeds first-seed, first-seed+1, ...",
+    )
     p.add_argument("--ensemble", type=int, default=1, help="models per repeat, as one ensemble")
     p.add_argument("--data-dir", default="../shared/data/sysid")
     p.add_argument("--root", default="runs/bench-prssm")
@@ -80,6 +86,8 @@ def main() -> None:
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
     overrides = config_lib.parse_overrides(PRSSMConfig, args.set)
+    if args.first_seed < 0:
+        p.error(f"--first-seed: seeds are >= 0, got {args.first_seed}")
     if args.ensemble < 1:
         p.error(f"--ensemble: need at least 1 model, got {args.ensemble}")
     suffix = f"_ensemble{args.ensemble}" if args.ensemble > 1 else ""
@@ -94,7 +102,7 @@ def main() -> None:
         data = load_sysid_csv(path, base.split)
         arx_rmse, na, nb, arx_sim = arx_baseline(data)
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             cfg = dataclasses.replace(base, seed=seed)
             run_dir = os.path.join(args.root, f"{name}-seed{seed}-{time.time():.0f}")
             run = run_prssm(cfg, run_dir=run_dir, progress=False, plot=False)

@@ -35,15 +35,8 @@ def binned(episodes_csv: str, bin_steps: int, seed: int = 0) -> list[tuple]:
     for b in range(int(steps.max()) // bin_steps + 1):
         sel = (steps >= b * bin_steps) & (steps < (b + 1) * bin_steps)
         if sel.any():
-            out.append(
-                (
-                    (b * bin_steps),
-                    (b + 1) * bin_steps,
-                    int(sel.sum()),
-                    rets[sel].mean(),
-                    lens[sel].mean(),
-                )
-            )
+            lo, hi = b * bin_steps, (b + 1) * bin_steps
+            out.append((lo, hi, int(sel.sum()), rets[sel].mean(), lens[sel].mean()))
     return out
 
 

@@ -179,8 +179,9 @@ def run_autoencoder(
     resume and Ctrl-C as for every method."""
     seed = (config or AutoencoderConfig()).seed
     default = os.path.join("runs", f"autoencoder-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-    config, run_dir = prepare_run_dir(AutoencoderConfig, config, run_dir, resume, default)
-    x_train, _, x_test, _ = load_training_images(config)
+    config, run_dir, (x_train, _, x_test, _) = prepare_run_dir(
+        AutoencoderConfig, config, run_dir, resume, default, load_training_images
+    )
     model, init, train_chunk = make_autoencoder_trainer(config, x_train)
 
     loop = drive_chunks(

@@ -225,8 +225,9 @@ def run_ddpm(
     """Train DDPM in a run folder (see the module doc); returns the run's results."""
     seed = (config or DDPMConfig()).seed
     default = os.path.join("runs", f"ddpm-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-    config, run_dir = prepare_run_dir(DDPMConfig, config, run_dir, resume, default)
-    x_train, _, _, _ = load_training_images(config)
+    config, run_dir, (x_train, _, _, _) = prepare_run_dir(
+        DDPMConfig, config, run_dir, resume, default, load_training_images
+    )
     trainer = make_ddpm_trainer(config, x_train)
 
     def train_fn(n):

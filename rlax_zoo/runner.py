@@ -305,9 +305,14 @@ def run(
 # chunks of jitted optimisation steps, metrics.csv, checkpoints, resume and Ctrl-C.
 
 
-def prepare_run_dir(config_cls, config, run_dir: str | None, resume: str | None, default: str):
-    """Resolve (config, run_dir): a resumed run's own config.json, or a validated `config`
-    written into a new folder (`default` when run_dir is None; an existing run is refused)."""
+def prepare_run_dir(
+    config_cls, config, run_dir: str | None, resume: str | None, default: str, load=None
+):
+    """Resolve (config, run_dir, loaded): a resumed run's own config.json, or a validated
+    `config` written into a new folder (`default` when run_dir is None; an existing run is
+    refused). `load(config)`, when given, reads the run's data before a new folder is made,
+    so that bad data (a missing file) leave no folder behind; `loaded` is its result (None
+    without `load`)."""
     if resume is not None:
         path = os.path.join(resume, "config.json")
         if not os.path.exists(path):
@@ -315,7 +320,7 @@ def prepare_run_dir(config_cls, config, run_dir: str | None, resume: str | None,
         with open(path) as f:
             config = config_lib.from_json(config_cls, f.read())
         config_lib.validate(config)
-        return config, resume
+        return config, resume, load(config) if load is not None else None
     config = config if config is not None else config_cls()
     config_lib.validate(config)
     run_dir = run_dir or default
@@ -323,10 +328,11 @@ def prepare_run_dir(config_cls, config, run_dir: str | None, resume: str | None,
         raise FileExistsError(
             f"run_dir: {run_dir!r} already holds a run; pass resume={run_dir!r} to continue"
         )
+    loaded = load(config) if load is not None else None
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config_lib.to_json(config))
-    return config, run_dir
+    return config, run_dir, loaded
 
 
 def chunk_sizes(total: int, every: int) -> list[int]:

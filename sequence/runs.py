@@ -72,8 +72,9 @@ def run_prssm(
     name = os.path.splitext(os.path.basename((config or PRSSMConfig()).data))[0]
     seed = (config or PRSSMConfig()).seed
     default = os.path.join("runs", f"prssm-{name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-    config, run_dir = prepare_run_dir(PRSSMConfig, config, run_dir, resume, default)
-    data = load_sysid_csv(config.data, config.split)
+    config, run_dir, data = prepare_run_dir(
+        PRSSMConfig, config, run_dir, resume, default, lambda c: load_sysid_csv(c.data, c.split)
+    )
     u_tr, y_tr, u_te, y_te = data.normalized()
     if len(u_te) < config.recognition_window:
         raise ConfigError(

@@ -300,6 +300,7 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     missing = ["--data", str(tmp_path / "none.npz"), "--run-dir", str(tmp_path / "failed")]
     assert cli.main(["train", "ddpm", *missing]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "failed").exists()  # a failed start leaves no run folder
 
 
 def test_ema_warm_up_forgets_the_initial_weights(tmp_path):

@@ -329,6 +329,7 @@ def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):
     missing = ["--data", str(tmp_path / "nope.csv"), "--run-dir", str(tmp_path / "failed")]
     assert cli.main(["train", "prssm", *missing]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "failed").exists()  # a failed start leaves no run folder
     short_test = [
         "train",
         "prssm",

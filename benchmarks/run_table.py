@@ -26,12 +26,12 @@ def binned(episodes_csv: str, bin_steps: int, seed: int = 0) -> list[tuple]:
         raise SystemExit(f"run_table: no episodes.csv at {episodes_csv}")
     with open(episodes_csv) as f:
         rows = [r for r in csv.DictReader(f) if int(r["seed"]) == seed]
+    if not rows:
+        return []
     steps = np.array([float(r["env_steps"]) for r in rows])
     rets = np.array([float(r["return"]) for r in rows])
     lens = np.array([float(r["length"]) for r in rows])
     out = []
-    if not rows:
-        return out
     for b in range(int(steps.max()) // bin_steps + 1):
         sel = (steps >= b * bin_steps) & (steps < (b + 1) * bin_steps)
         if sel.any():

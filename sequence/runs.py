@@ -50,6 +50,19 @@ class PRSSMRun(ChunkRun):
         return text
 
 
+def _load_checked(config: PRSSMConfig):
+    """The record of `config.data`, split at `config.split`, refused when its test part is
+    shorter than the recognition model's window (checked before a run folder is made)."""
+    data = load_sysid_csv(config.data, config.split)
+    test_rows = len(data.u_test)
+    if test_rows < config.recognition_window:
+        raise ConfigError(
+            f"recognition_window: the test part has only {test_rows} rows, fewer than "
+            f"recognition_window ({config.recognition_window}); move --split or shorten it"
+        )
+    return data
+
+
 def run_prssm(
     config: PRSSMConfig | None = None,
     run_dir: str | None = None,
@@ -73,14 +86,9 @@ def run_prssm(
     seed = (config or PRSSMConfig()).seed
     default = os.path.join("runs", f"prssm-{name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     config, run_dir, data = prepare_run_dir(
-        PRSSMConfig, config, run_dir, resume, default, lambda c: load_sysid_csv(c.data, c.split)
+        PRSSMConfig, config, run_dir, resume, default, _load_checked
     )
     u_tr, y_tr, u_te, y_te = data.normalized()
-    if len(u_te) < config.recognition_window:
-        raise ConfigError(
-            f"recognition_window: the test part has only {len(u_te)} rows, fewer than "
-            f"recognition_window ({config.recognition_window}); move --split or shorten it"
-        )
     trainer = make_prssm_trainer(config, u_tr, y_tr)
     seeds = config.num_seeds
     keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)  # raw keys: orbax-friendly

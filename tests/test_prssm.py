@@ -31,6 +31,7 @@ from sequence.sysid import (
     select_arx,
     simulate_arx,
 )
+from tests.test_gp import np_se
 
 SMALL = dict(
     latent_dim=2,
@@ -161,19 +162,14 @@ def test_trajectory_inducing_samples_follow_one_function_per_trajectory():
         xu = np.concatenate([x, np.repeat(np.asarray(u[t : t + 1], np.float64), S, 0)], 1)
         nxt = np.empty_like(x)
         for d in range(X):
-            K = np_se_kernel(zeta[d], zeta[d], var[d], ls[d]) + 1e-5 * var[d] * np.eye(P)
-            k = np_se_kernel(zeta[d], xu, var[d], ls[d])  # [P, S]
+            K = np_se(zeta[d], zeta[d], var[d], ls[d]) + 1e-5 * var[d] * np.eye(P)
+            k = np_se(zeta[d], xu, var[d], ls[d])  # [P, S]
             z = np.asarray(p64.q_mu[d])[None] + eps_z[d] @ L[d].T  # [S, P], fixed along t
             mean = x[:, d] + np.einsum("ps,ps->s", k, np.linalg.solve(K, z.T))
             v = var[d] - np.einsum("ps,ps->s", k, np.linalg.solve(K, k))
             nxt[:, d] = mean + np.sqrt(np.maximum(v, 0) + sx2[d]) * noise[t][:, d]
         x = nxt
         np.testing.assert_allclose(xs[t + 1], x, rtol=1e-6, atol=1e-8)
-
-
-def np_se_kernel(a, b, var, ls):
-    d = (a[:, None, :] - b[None, :, :]) / ls
-    return var * np.exp(-0.5 * np.sum(d**2, -1))
 
 
 def write_csv(path, u, y):

@@ -114,9 +114,15 @@ def simple_loss(
     schedule: Schedule,
     x0: jax.Array,
     key: jax.Array,
+    min_snr_gamma: float | None = None,
 ) -> jax.Array:
     """L_simple = E_{t, eps} ||eps - eps_theta(x_t, t)||^2 with t ~ U{1..T} (Ho et al. 2020,
     eq. (14), Algorithm 1), averaged over the batch and the data dimensions.
+
+    With `min_snr_gamma` = gamma, each example's error is weighted by min(SNR_t, gamma) /
+    SNR_t, SNR_t = alpha-bar_t / (1 - alpha-bar_t): the Min-SNR-gamma weighting of Hang et
+    al. 2023 (Sec. 3.4) for the eps parameterisation, which down-weights the easy low-noise
+    steps (weight 1 wherever SNR_t <= gamma). None: the paper's uniform weights.
 
     Args:
       eps_fn: (x_t [B, ...], t [B]) -> eps_hat [B, ...].
@@ -124,10 +130,17 @@ def simple_loss(
     Returns:
       [] the loss.
     """
+    if min_snr_gamma is not None and not min_snr_gamma > 0:
+        raise ValueError(f"min_snr_gamma: must be > 0 or None, got {min_snr_gamma}")
     k_t, k_eps = jax.random.split(key)
     t = jax.random.randint(k_t, x0.shape[:1], 1, schedule.num_steps + 1)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-    return jnp.mean((eps - eps_fn(q_sample(schedule, x0, t, eps), t)) ** 2)
+    err = (eps - eps_fn(q_sample(schedule, x0, t, eps), t)) ** 2
+    if min_snr_gamma is None:
+        return jnp.mean(err)
+    ab = _at(schedule.alpha_bars, t, x0)
+    snr = ab / (1.0 - ab)
+    return jnp.mean(jnp.minimum(snr, min_snr_gamma) / snr * err)
 
 
 def predict_x0(schedule: Schedule, x_t: jax.Array, t_B: jax.Array, eps: jax.Array) -> jax.Array:

@@ -68,6 +68,12 @@ class DDPMConfig:
     learning_rate: float = option(2e-4, "Adam learning rate.", low=0.0, low_open=True)
     warmup_steps: int = option(500, "Linear learning-rate warm-up steps.", low=0)
     max_grad_norm: float = option(1.0, "Global gradient-norm clip.", low=0.0, low_open=True)
+    min_snr_gamma: float = option(
+        0.0,
+        "Min-SNR-gamma loss weighting (Hang et al. 2023): each step's error weighted by "
+        "min(SNR_t, gamma) / SNR_t; 0: the paper's uniform L_simple.",
+        low=0.0,
+    )
     ema_decay: float = option(
         0.999, "EMA decay of the sampling parameters.", low=0.0, high=1.0, high_open=True
     )
@@ -161,7 +167,7 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
             def eps_fn(x, t):
                 return net.apply({"params": params}, x, t, train=True, rngs={"dropout": k_drop})
 
-            return simple_loss(eps_fn, schedule, x0, k_loss)
+            return simple_loss(eps_fn, schedule, x0, k_loss, config.min_snr_gamma or None)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -169,6 +169,29 @@ def test_simple_loss_is_zero_for_the_exact_predictor_of_a_point_mass():
     ) == pytest.approx(1.0, rel=0.05)
 
 
+def test_min_snr_weighting_against_numpy():
+    """Hang et al. 2023: error of example b weighted by min(SNR_t, gamma) / SNR_t, computed
+    here in float64 from the betas; gamma = 5 leaves weight 1 only where SNR_t <= 5."""
+    s = linear_schedule(1000)
+    x0 = jax.random.normal(jax.random.key(3), (64, 2, 3))
+    key = jax.random.key(4)
+    eps_fn = lambda x, t: 0.5 * x  # noqa: E731
+    got = float(simple_loss(eps_fn, s, x0, key, min_snr_gamma=5.0))
+    k_t, k_eps = jax.random.split(key)  # the loss's own draws
+    t = np.asarray(jax.random.randint(k_t, (64,), 1, 1001))
+    eps = np.asarray(jax.random.normal(k_eps, x0.shape), np.float64)
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[t - 1][:, None, None]
+    x_t = np.sqrt(ab) * np.asarray(x0, np.float64) + np.sqrt(1 - ab) * eps
+    snr = ab / (1 - ab)
+    want = np.mean(np.minimum(snr, 5.0) / snr * (eps - 0.5 * x_t) ** 2)
+    assert 0 < (snr[:, 0, 0] > 5).mean() < 1  # both branches of the min are exercised
+    assert got == pytest.approx(want, rel=1e-5)
+    uniform = float(simple_loss(eps_fn, s, x0, key))
+    assert uniform == pytest.approx(np.mean((eps - 0.5 * x_t) ** 2), rel=1e-5) and got < uniform
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        simple_loss(eps_fn, s, x0, key, min_snr_gamma=0.0)
+
+
 def test_timestep_embedding_by_hand():
     e = np.asarray(timestep_embedding(jnp.array([0, 3]), 4, max_period=100.0))
     np.testing.assert_allclose(e[0], [0, 0, 1, 1], atol=1e-7)

@@ -68,8 +68,14 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--repeat", type=int, default=20, help="Copies of each disguise.")
     p.add_argument("--root", default="runs/bench-disguise")
-    p.add_argument("--out", default="benchmarks/results/disguise_mnist.json")
+    p.add_argument(
+        "--out",
+        default="benchmarks/results/disguise_mnist.json",
+        help="the grids disguise_psnr*.png and disguise_ldm_*.png go to the same folder",
+    )
     args = p.parse_args()
+    plot_dir = os.path.dirname(args.out) or "."
+    os.makedirs(plot_dir, exist_ok=True)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
     out = {"command": " ".join(sys.argv)}
@@ -151,7 +157,7 @@ def main() -> None:
         disguises[floor] = r.x_d
         save_grid(
             np.concatenate([x_b[::10][:8], r.x_d[::10][:8], revealed[::10][:8]]),
-            f"benchmarks/results/disguise_psnr{floor:g}.png",
+            os.path.join(plot_dir, f"disguise_psnr{floor:g}.png"),
         )
         print(json.dumps(row), flush=True)
     clean_reveal = revelation_distances(ae.encode, ae.decode, x_test, x_c)
@@ -203,13 +209,12 @@ def main() -> None:
             )
             slug = name.split(" ")[0] + ("_disguises" if "disguises" in name else "")
             slug = slug + ("_copies" if "copies" in name else "")
-            save_grid(samples[:64], f"benchmarks/results/disguise_ldm_{slug}.png")
+            save_grid(samples[:64], os.path.join(plot_dir, f"disguise_ldm_{slug}.png"))
             print(
                 f"LDM {name}: {len(images)} images, {train_s:.0f} s, symbol in "
                 f"{frac:.3f} of {args.samples} samples (contrast alone: {contrast_only:.3f})",
                 flush=True,
             )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
 

@@ -93,6 +93,12 @@ class DDPMConfig:
         0.999, "EMA decay of the sampling parameters.", low=0.0, high=1.0, high_open=True
     )
     iterations: int = option(6000, "Adam steps.", low=1)
+    time_budget_s: float = option(
+        0.0,
+        "Stop training early, checkpointed, before a chunk that would take the training time "
+        "past this many seconds (0: no limit); results.json records the steps reached.",
+        low=0.0,
+    )
     eval_every: int = option(250, "Steps per chunk (one log row and checkpoint each).", low=1)
     checkpoint_every: int = option(1, "Checkpoint every this many chunks.", low=1)
     sample_count: int = option(64, "Samples in the final grid (0: none).", low=0)
@@ -263,6 +269,7 @@ def run_ddpm(
         resume=resume is not None,
         max_chunks=max_chunks,
         checkpoint_every=config.checkpoint_every,
+        time_budget=config.time_budget_s,
     )
     results = {}
     if not loop.interrupted:
@@ -270,6 +277,7 @@ def run_ddpm(
             iterations=int(loop.state.step),
             train_seconds=loop.train_seconds,
             final_loss=float(loop.rows[-1]["loss"]) if loop.rows else float("nan"),
+            out_of_time=loop.out_of_time,
         )
         if config.sample_count:
             path = os.path.join(run_dir, "samples.png")

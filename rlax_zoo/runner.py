@@ -367,6 +367,7 @@ class ChunkLoop:
     interrupted: bool
     train_seconds: float
     ran_chunks: int  # chunks run in this call
+    out_of_time: bool = False  # stopped early by `time_budget` (checkpointed, not interrupted)
 
 
 def drive_chunks(
@@ -379,6 +380,7 @@ def drive_chunks(
     max_chunks: int | None,
     checkpoint_every: int,
     what: str = "the loss",
+    time_budget: float = 0.0,
 ) -> ChunkLoop:
     """Run `state, metrics = train_fn(n)(state)` for each chunk size n, checkpointing.
 
@@ -388,6 +390,9 @@ def drive_chunks(
         rows for metrics.csv (each with a "chunk" key); may print progress.
       resume: restore the newest checkpoint of run_dir first (its rows are kept).
       max_chunks: stop like Ctrl-C after this many chunks in this call.
+      time_budget: seconds of training (0: no limit). The loop ends, checkpointed and not
+        interrupted, before a chunk that would take the total past it, judging by the last
+        chunk's time; `out_of_time` then says so.
     Metrics must stay finite: a NaN or inf raises FloatingPointError naming `what`, before
     anything is checkpointed.
     """
@@ -405,7 +410,7 @@ def drive_chunks(
         meta = {"chunk": chunk_index, "train_seconds": train_seconds}
         checkpointer.save(chunk_index, {"state": state}, meta)
 
-    written, ran, interrupted = 0, 0, False
+    written, ran, interrupted, out_of_time = 0, 0, False, False
     with StopFlag() as flag:
         while chunk_index < len(sizes):
             t0 = time.perf_counter()
@@ -429,6 +434,10 @@ def drive_chunks(
                 save()
                 interrupted = True
                 break
-            if chunk_index % checkpoint_every == 0 or chunk_index == len(sizes):
+            out_of_time = bool(time_budget) and train_seconds + dt > time_budget
+            if chunk_index % checkpoint_every == 0 or chunk_index == len(sizes) or out_of_time:
                 save()
-    return ChunkLoop(state, rows, interrupted, train_seconds, ran)
+            if out_of_time:
+                out_of_time = chunk_index < len(sizes)
+                break
+    return ChunkLoop(state, rows, interrupted, train_seconds, ran, out_of_time)

@@ -59,3 +59,38 @@ def test_zero_size_arrays_round_trip(tmp_path):
     np.testing.assert_array_equal(state["w"], tree["w"])
     assert state["empty"].shape == (0,) and state["empty"].dtype == np.float32
     assert state["empty2"].shape == (0, 2) and state["empty2"].dtype == np.int32
+
+
+def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path):
+    """A 0.2 s chunk and a 0.55 s budget: after chunk 2 the next would pass the budget (0.4 +
+    0.2 > 0.55), so the loop ends there with a checkpoint; a resume runs the rest."""
+    import time
+
+    import jax.numpy as jnp
+
+    from rlax_zoo.runner import drive_chunks
+
+    def train_fn(n):
+        def step(state):
+            time.sleep(0.2)
+            return state + n, {"loss": np.ones(n)}
+
+        return step
+
+    def after_chunk(state, chunk, metrics, dt, total):
+        return [dict(chunk=chunk, step=int(state))]
+
+    kw = dict(after_chunk=after_chunk, max_chunks=None, checkpoint_every=10)
+    loop = drive_chunks(
+        str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=False, time_budget=0.55, **kw
+    )
+    assert (loop.out_of_time, loop.interrupted, loop.ran_chunks, int(loop.state)) == (
+        True,
+        False,
+        2,
+        6,
+    )
+    assert loop.train_seconds >= 0.4
+    rest = drive_chunks(str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=True, **kw)
+    assert (rest.out_of_time, rest.ran_chunks, int(rest.state)) == (False, 3, 15)
+    assert [int(r["step"]) for r in rest.rows] == [3, 6, 9, 12, 15]

@@ -7,6 +7,7 @@ flag aliases. Every config field becomes a flag with its help text and allowed r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -218,6 +219,26 @@ def cpu_threads_for(method: str, args) -> int:
     return xla_cpu.available_cpus() if images or method in THREADED_METHODS else 1
 
 
+def _initialize_distributed(cls, args) -> None:
+    """`jax.distributed.initialize` for a multi-process run (a config with `num_processes` >
+    1, from the flags or the resumed run's config.json); nothing otherwise."""
+    if "num_processes" not in {f.name for f in dataclasses.fields(cls)}:
+        return
+    if args.resume is not None:
+        try:
+            with open(os.path.join(args.resume, "config.json")) as f:
+                config = config_lib.from_json(cls, f.read())
+        except OSError:
+            return  # the run loader reports a bad run folder itself
+    else:
+        config = config_lib.from_args(cls, args)
+    if config.num_processes > 1:
+        config_lib.validate(config)
+        from rlax_zoo.agents.impala import initialize_distributed
+
+        initialize_distributed(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sample":
@@ -265,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         from rlax_zoo import runner, xla_cpu
 
         try:
+            _initialize_distributed(cls, args)  # before anything starts JAX's backend
             threads = cpu_threads_for(args.method, args)
             try:
                 xla_cpu.configure_cpu_threads(threads)

@@ -138,6 +138,8 @@ def run(
     else:
         config_lib.validate(config)
         run_dir = run_dir or default_run_dir(method, config)
+        if getattr(config, "process_id", 0):  # a multi-process run: one folder per process
+            run_dir = f"{run_dir.rstrip(os.sep)}{_PROCESS_SUFFIX}{config.process_id}"
         if os.path.exists(os.path.join(run_dir, "config.json")):
             raise FileExistsError(
                 f"run_dir: {run_dir!r} already holds a run; pass resume={run_dir!r} to continue"
@@ -152,7 +154,7 @@ def run(
     # replayed (asynchronous threads) set exact_resume = False and resume with fresh envs
     exact = getattr(trainer, "exact_resume", True)
     handle = trainer.vec_env.handle if exact else None
-    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    checkpointer = Checkpointer(os.path.join(checkpoint_root(run_dir, config), "checkpoints"))
     schedule = trainer.schedule()
     chunk_index, actions_log = 0, []
     metrics_rows: list[dict] = []
@@ -303,6 +305,23 @@ def run(
 # ---------------------------------------------------------------------------------------
 # The same run folder for methods that are not environment loops (PR-SSM, DDPM): a config,
 # chunks of jitted optimisation steps, metrics.csv, checkpoints, resume and Ctrl-C.
+
+
+_PROCESS_SUFFIX = "-process"
+
+
+def checkpoint_root(run_dir: str, config) -> str:
+    """The run folder whose checkpoints/ a process saves to and restores from.
+
+    A multi-process run (`config.process_id` k > 0) keeps its metrics in `<run_dir>-processk`
+    but shares process 0's checkpoints, the way orbax checkpoints across hosts: every process
+    joins each save and restore, process 0 writes the (replicated) learner state. Across hosts
+    that folder must be on a shared file system."""
+    k = getattr(config, "process_id", 0)
+    suffix = f"{_PROCESS_SUFFIX}{k}"
+    if k and run_dir.rstrip(os.sep).endswith(suffix):
+        return run_dir.rstrip(os.sep)[: -len(suffix)]
+    return run_dir
 
 
 def prepare_run_dir(

@@ -62,8 +62,8 @@ def test_zero_size_arrays_round_trip(tmp_path):
 
 
 def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path):
-    """A 0.2 s chunk and a 0.55 s budget: after chunk 2 the next would pass the budget (0.4 +
-    0.2 > 0.55), so the loop ends there with a checkpoint; a resume runs the rest."""
+    """A 0.3 s chunk and a 0.75 s budget: after chunk 2 the next would pass the budget (0.6 +
+    0.3 > 0.75), so the loop ends there with a checkpoint; a resume runs the rest."""
     import time
 
     import jax.numpy as jnp
@@ -72,7 +72,7 @@ def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path):
 
     def train_fn(n):
         def step(state):
-            time.sleep(0.2)
+            time.sleep(0.3)
             return state + n, {"loss": np.ones(n)}
 
         return step
@@ -82,7 +82,7 @@ def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path):
 
     kw = dict(after_chunk=after_chunk, max_chunks=None, checkpoint_every=10)
     loop = drive_chunks(
-        str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=False, time_budget=0.55, **kw
+        str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=False, time_budget=0.75, **kw
     )
     assert (loop.out_of_time, loop.interrupted, loop.ran_chunks, int(loop.state)) == (
         True,
@@ -90,7 +90,7 @@ def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path):
         2,
         6,
     )
-    assert loop.train_seconds >= 0.4
+    assert loop.train_seconds >= 0.6
     rest = drive_chunks(str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=True, **kw)
     assert (rest.out_of_time, rest.ran_chunks, int(rest.state)) == (False, 3, 15)
     assert [int(r["step"]) for r in rest.rows] == [3, 6, 9, 12, 15]

@@ -284,15 +284,46 @@ DISTRIBUTED = (
 def test_learner_update_across_two_processes_equals_single_device():
     """jax.distributed with two local CPU processes (gloo collectives), one device each, each
     holding half of the batch: the sharded update equals one process's full-batch update."""
+    _two_processes(DISTRIBUTED)
+
+
+MULTI_PROCESS_RUN = textwrap.dedent(
+    """
+    import sys
+    from rlax_zoo import runner
+    from rlax_zoo.agents import impala
+    port, pid, phase, root = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    cfg = impala.ImpalaConfig(
+        env_id="CartPole-v1", actors=1, num_envs=4, batch_size=2, rollout_length=5,
+        total_steps=400, iterations_per_chunk=5, num_processes=2, process_id=pid,
+        coordinator_address=f"127.0.0.1:{port}",
+    )
+    impala.initialize_distributed(cfg)
+    kw = dict(progress=False, plot=False)
+    if phase == "start":  # one of the two chunks, then stop as on Ctrl-C
+        r = runner.run("impala", impala.make_impala, cfg, run_dir=root + "/run", max_chunks=1, **kw)
+    else:
+        r = runner.run("impala", impala.make_impala, cfg, resume=sys.argv[5], **kw)
+    print("ok", pid, r.interrupted, r.run_dir)
+    """
+)
+
+
+def _free_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return sock.getsockname()[1]
+
+
+def _two_processes(script: str, *args) -> list[str]:
+    """Run `script` as processes 0 and 1 of a jax.distributed job; their stdouts."""
+    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", DISTRIBUTED, str(port), str(pid)],
+            [sys.executable, "-c", script, str(port), str(pid), *[a[pid] for a in args]],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -305,6 +336,28 @@ def test_learner_update_across_two_processes_equals_single_device():
     for pid, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
         assert p.returncode == 0, err[-3000:]
         assert f"\nok {pid} " in "\n" + out, out
+    return [out for out, _ in outs]
+
+
+def test_two_process_run_shares_one_learner_and_resumes(tmp_path):
+    """A threads run over two jax.distributed processes: each process's actors play their own
+    envs (different episodes), the learner update is one global step (the same loss in both
+    metrics.csv, row by row), process 0's folder holds the checkpoints, and an interrupted run
+    resumes from them in both processes."""
+    root = str(tmp_path)
+    _two_processes(MULTI_PROCESS_RUN, ["start"] * 2, [root] * 2)
+    dirs = [os.path.join(root, "run"), os.path.join(root, "run-process1")]
+    assert os.path.isdir(os.path.join(dirs[0], "checkpoints"))
+    assert not os.path.exists(os.path.join(dirs[1], "checkpoints"))
+    _two_processes(MULTI_PROCESS_RUN, ["resume"] * 2, [root] * 2, dirs)
+    rows = [runner.read_csv(os.path.join(d, "metrics.csv")) for d in dirs]
+    assert [[int(r["chunk"]) for r in rs] for rs in rows] == [[0, 1], [0, 1]]
+    for key in ("loss", "policy_loss", "value_loss", "entropy"):
+        np.testing.assert_allclose(
+            [float(r[key]) for r in rows[0]], [float(r[key]) for r in rows[1]], rtol=1e-6
+        )
+    episodes = [runner.read_csv(os.path.join(d, "episodes.csv")) for d in dirs]
+    assert [float(r["return"]) for r in episodes[0]] != [float(r["return"]) for r in episodes[1]]
 
 
 def test_gradient_accumulation_over_chunks_is_the_same_update():

@@ -34,7 +34,9 @@ The learner's update can be data-parallel across devices: `make_learner_update(.
 mesh=...)` splits the trajectory batch over a device mesh with `shard_map`, sums the gradients
 with `psum` and applies the same optimizer step on every device (equal to the single-device
 update; `tests/test_impala.py` checks it with 8 host CPU devices). Across hosts the same mesh
-spans `jax.distributed` processes.
+spans `jax.distributed` processes: with `num_processes` > 1 every process runs its own actors
+and contributes its trajectories to each global learner batch (`global_batch_from_process_local`),
+process 0's run folder keeps the checkpoints (`rlax_zoo.runner.checkpoint_root`).
 
 `rlax-zoo train impala [--architecture threads|jit] [--actors K] ...`
 """
@@ -56,7 +58,7 @@ from rlax_zoo import policy_gradient
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.actor_critic import A2CConfig, Transition
 from rlax_zoo.agents.base import ChunkSummary, VmappedTrainer, chunk_schedule
-from rlax_zoo.config import option
+from rlax_zoo.config import ConfigError, option
 from rlax_zoo.envs.envpool_env import make_env_for
 from rlax_zoo.networks import TORSOS, ActorCriticNetwork
 from rlax_zoo.vtrace import SCAN_IMPLS, vtrace_td_error_and_advantage
@@ -129,6 +131,16 @@ class ImpalaConfig(A2CConfig):
         "architecture=threads; -1: all local devices). batch_size * num_envs must divide by it.",
         low=-1,
     )
+    num_processes: int = option(
+        1,
+        "Processes of a multi-host run (architecture=threads): each runs its own actors, and "
+        "one learner batch spans every process's devices (jax.distributed, gloo on CPU).",
+        low=1,
+    )
+    process_id: int = option(0, "This process's index, 0 .. num_processes - 1.", low=0)
+    coordinator_address: str = option(
+        "", "host:port of process 0's coordinator (needed when num_processes > 1)."
+    )
     learner_chunks: int = option(
         0,
         "Accumulate the learner's gradient over this many slices of the batch (same update, "
@@ -149,19 +161,34 @@ class ImpalaConfig(A2CConfig):
     def check(self) -> None:
         super().check()
         if self.architecture == "threads" and self.num_seeds != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"num_seeds must be 1 with architecture='threads' (got {self.num_seeds}); "
                 "use architecture='jit' to train several seeds at once"
             )
         if self.learner_devices == 0:
-            raise ValueError("learner_devices must be >= 1 or -1 (all local devices), got 0")
+            raise ConfigError("learner_devices must be >= 1 or -1 (all local devices), got 0")
         if self.architecture == "jit" and self.learner_devices != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"learner_devices={self.learner_devices} needs architecture='threads' (the jit "
                 "architecture vmaps seeds on one device)"
             )
+        if self.num_processes > 1:
+            if self.architecture != "threads":
+                raise ConfigError(
+                    f"num_processes={self.num_processes} needs architecture='threads'"
+                )
+            if not self.coordinator_address:
+                raise ConfigError(
+                    "coordinator_address (host:port of process 0) is needed when "
+                    f"num_processes={self.num_processes} > 1"
+                )
+        if self.process_id >= self.num_processes:
+            raise ConfigError(
+                f"process_id must be in 0 .. num_processes - 1 = {self.num_processes - 1}, "
+                f"got {self.process_id}"
+            )
         if self.architecture == "threads" and self.policy_lag:
-            raise ValueError(
+            raise ConfigError(
                 "policy_lag is an artificial lag for architecture='jit'; with threads the lag "
                 f"comes from the queue (got policy_lag={self.policy_lag})"
             )
@@ -492,7 +519,10 @@ class _Actor:
     """One actor thread's envs, state and jitted rollout."""
 
     def __init__(self, index: int, config: ImpalaConfig):
-        env_seed = config.seed + 10_000 * (index + 1)  # envpool seeds env j with env_seed + j
+        # distinct envs and action noise in every process: actor `index` of process p is the
+        # global actor p * actors + index
+        index_global = config.process_id * config.actors + index
+        env_seed = config.seed + 10_000 * (index_global + 1)  # envpool seeds env j: env_seed + j
         self.env = make_env_for(config, config.num_envs, env_seed)
         self.index = index
         self.handle = self.env.handle
@@ -505,7 +535,7 @@ class _Actor:
             prev_done=jnp.zeros((k,), bool),
             episode_return=jnp.zeros((k,), jnp.float32),
             episode_length=jnp.zeros((k,), jnp.int32),
-            key=jax.random.fold_in(jax.random.PRNGKey(config.seed), index + 1),
+            key=jax.random.fold_in(jax.random.PRNGKey(config.seed), index_global + 1),
             env_steps=jnp.zeros((), jnp.int32),
         )
         self.rollout = None  # set by make_threaded_impala once the network exists
@@ -598,7 +628,9 @@ class ThreadedTrainer:
                     params, version = published["params"], published["version"]  # atomic reads
                     # a learner split over devices publishes replicated parameters; envpool's
                     # step runs on one device, so the actor takes its own single-device copy
-                    params = jax.device_put(params, actor_device)
+                    params = jax.tree.map(
+                        lambda x: jax.device_put(x.addressable_data(0), actor_device), params
+                    )
                     t0 = time.perf_counter()
                     actor.handle, actor.state, batch, steps = actor.rollout(
                         params, actor.handle, actor.state
@@ -696,29 +728,51 @@ def _stack_batches(batches: list[Batch]) -> Batch:
     return Batch(rollout, logits, last_obs)
 
 
+def initialize_distributed(config: ImpalaConfig) -> None:
+    """`jax.distributed.initialize` for `num_processes` > 1 (gloo collectives on CPU); call it
+    before JAX computes anything in the process (`rlax-zoo train` does, before it sizes XLA's
+    CPU thread pool). A no-op for one process or when already initialized."""
+    if config.num_processes == 1 or jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        config.coordinator_address,
+        num_processes=config.num_processes,
+        process_id=config.process_id,
+    )
+
+
 def learner_mesh(config: ImpalaConfig):
-    """The learner's one-axis ("data") device mesh, or None for a single-device learner."""
+    """The learner's one-axis ("data") device mesh, or None for a single-device learner.
+
+    `learner_devices` counts this process's devices; with `num_processes` > 1 the mesh holds
+    that many devices of every process, process by process."""
     n = jax.local_device_count() if config.learner_devices == -1 else config.learner_devices
     if n > jax.local_device_count():
-        raise ValueError(
+        raise ConfigError(
             f"learner_devices={config.learner_devices}: only {jax.local_device_count()} local "
             "devices"
         )
-    if n == 1:
+    if n == 1 and jax.process_count() == 1:
         return None
     batch = config.batch_size * config.num_envs
     if batch % n:
-        raise ValueError(
+        raise ConfigError(
             f"learner_devices={n} must divide the learner batch batch_size * num_envs = {batch}"
         )
     from jax.sharding import Mesh
 
-    return Mesh(np.array(jax.local_devices()[:n]), ("data",))
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    per_process: dict[int, list] = {}
+    for d in devices:
+        per_process.setdefault(d.process_index, []).append(d)
+    return Mesh(np.array([d for p in sorted(per_process) for d in per_process[p][:n]]), ("data",))
 
 
 def make_threaded_impala(config: ImpalaConfig) -> ThreadedTrainer:
     """The paper's single-machine design (Section 3): one envpool batch and jitted rollout per
     actor thread, and the learner's jitted V-trace update (sharded if `learner_devices` > 1)."""
+    initialize_distributed(config)
     actors = [_Actor(i, config) for i in range(config.actors)]
     env = actors[0].env
     network = make_network(config, env.obs_shape, env.num_actions)
@@ -740,6 +794,8 @@ def make_threaded_impala(config: ImpalaConfig) -> ThreadedTrainer:
 
         def update(params, opt_state, batch: Batch):
             params, opt_state = jax.device_put((params, opt_state), replicated)
+            if jax.process_count() > 1:  # this process's trajectories: its share of B
+                return jitted(params, opt_state, global_batch_from_process_local(batch, mesh))
             return jitted(params, opt_state, jax.device_put(batch, shardings))
 
     return ThreadedTrainer(

@@ -41,33 +41,21 @@ def test_flags_reach_the_config():
 
 
 @pytest.mark.parametrize(
-    "argv,needle",
+    "method,argv,needle",
     [
-        (["--learning-rate", "-0.1"], "learning_rate: must be in (0, inf)"),
-        (["--env", "Pongg-v5"], "Pong-v5"),
-        (["--discount", "2"], "discount: must be in [0, 1]"),
+        ("dqn", ["--learning-rate", "-0.1"], "learning_rate: must be in (0, inf)"),
+        ("dqn", ["--env", "Pongg-v5"], "Pong-v5"),
+        ("dqn", ["--discount", "2"], "discount: must be in [0, 1]"),
+        ("impala", ["--process-id", "3"], "process_id must be in 0 .. num_processes - 1 = 0"),
+        ("impala", ["--num-processes", "2"], "coordinator_address (host:port of process 0)"),
+        ("impala", ["--learner-devices", "0"], "learner_devices must be >= 1 or -1"),
     ],
 )
-def test_bad_input_exits_2_before_compiling(capsys, tmp_path, argv, needle):
-    code = cli.main(["train", "dqn", "--run-dir", str(tmp_path / "r"), *argv])
+def test_bad_input_exits_2_before_compiling(capsys, tmp_path, method, argv, needle):
+    code = cli.main(["train", method, "--run-dir", str(tmp_path / "r"), *argv])
     assert code == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing written, nothing compiled
-
-
-@pytest.mark.parametrize(
-    "argv,needle",
-    [
-        (["--process-id", "3"], "process_id must be in 0 .. num_processes - 1 = 0, got 3"),
-        (["--num-processes", "2"], "coordinator_address (host:port of process 0) is needed"),
-        (["--learner-devices", "0"], "learner_devices must be >= 1 or -1"),
-    ],
-)
-def test_impala_bad_distribution_flags_exit_2(capsys, tmp_path, argv, needle):
-    code = cli.main(["train", "impala", "--run-dir", str(tmp_path / "r"), *argv])
-    assert code == 2
-    assert needle in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
 
 
 def test_resume_missing_run_is_clear(capsys, tmp_path):

@@ -762,11 +762,11 @@ def learner_mesh(config: ImpalaConfig):
         )
     from jax.sharding import Mesh
 
-    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-    per_process: dict[int, list] = {}
-    for d in devices:
-        per_process.setdefault(d.process_index, []).append(d)
-    return Mesh(np.array([d for p in sorted(per_process) for d in per_process[p][:n]]), ("data",))
+    by_process = [
+        sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)
+        for p in range(jax.process_count())
+    ]
+    return Mesh(np.array([d for ds in by_process for d in ds[:n]]), ("data",))
 
 
 def make_threaded_impala(config: ImpalaConfig) -> ThreadedTrainer:

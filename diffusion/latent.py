@@ -38,7 +38,7 @@ from diffusion.train import (
 )
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
-from rlax_zoo.config import ConfigError, option
+from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 
 
@@ -60,6 +60,7 @@ class AutoencoderConfig:
     batch_size: int = option(64, "Minibatch size.", low=1)
     learning_rate: float = option(1e-3, "Adam learning rate.", low=0.0, low_open=True)
     iterations: int = option(1200, "Adam steps.", low=1)
+    time_budget_s: float = time_budget_option()
     eval_every: int = option(200, "Steps per chunk (one log row and checkpoint each).", low=1)
     checkpoint_every: int = option(1, "Checkpoint every this many chunks.", low=1)
 
@@ -194,6 +195,7 @@ def run_autoencoder(
         max_chunks=max_chunks,
         checkpoint_every=config.checkpoint_every,
         what="the reconstruction error",
+        time_budget=config.time_budget_s,
     )
     results = {}
     if not loop.interrupted:
@@ -207,6 +209,7 @@ def run_autoencoder(
             test_mse=mse,
             test_psnr=float(10 * np.log10(4.0 / mse)),
             latent_scale=float(np.std(z_train)),
+            out_of_time=loop.out_of_time,
         )
         with open(os.path.join(run_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)

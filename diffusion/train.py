@@ -40,7 +40,7 @@ from diffusion.ddpm import (
 )
 from diffusion.unet import UNet
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
-from rlax_zoo.config import ConfigError, option
+from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 
 
@@ -93,12 +93,7 @@ class DDPMConfig:
         0.999, "EMA decay of the sampling parameters.", low=0.0, high=1.0, high_open=True
     )
     iterations: int = option(6000, "Adam steps.", low=1)
-    time_budget_s: float = option(
-        0.0,
-        "Stop training early, checkpointed, before a chunk that would take the training time "
-        "past this many seconds (0: no limit); results.json records the steps reached.",
-        low=0.0,
-    )
+    time_budget_s: float = time_budget_option()
     eval_every: int = option(250, "Steps per chunk (one log row and checkpoint each).", low=1)
     checkpoint_every: int = option(1, "Checkpoint every this many chunks.", low=1)
     sample_count: int = option(64, "Samples in the final grid (0: none).", low=0)

@@ -36,6 +36,16 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def time_budget_option() -> Any:
+    """The `time_budget_s` field of the chunked trainers (`rlax_zoo.runner.drive_chunks`)."""
+    return option(
+        0.0,
+        "Stop training early, checkpointed, before a chunk that would take the training time "
+        "past this many seconds (0: no limit); results.json records the steps reached.",
+        low=0.0,
+    )
+
+
 def _range_text(meta: dict) -> str:
     lo, hi = meta["low"], meta["high"]
     left = "(" if meta["low_open"] or lo is None else "["

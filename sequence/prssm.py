@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlax_zoo.config import ConfigError, option
+from rlax_zoo.config import ConfigError, option, time_budget_option
 from sequence.gp import (
     SparseGPCache,
     gauss_kl,
@@ -93,6 +93,7 @@ class PRSSMConfig:
     )
     recognition_hidden: int = option(32, "Hidden units of the recognition MLP.", low=1)
     iterations: int = option(600, "Adam steps.", low=1)
+    time_budget_s: float = time_budget_option()
     learning_rate: float = option(0.01, "Adam learning rate.", low=0.0, low_open=True)
     lr_schedule: str = option(
         "cosine",

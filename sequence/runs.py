@@ -147,6 +147,7 @@ def run_prssm(
         max_chunks=max_chunks,
         checkpoint_every=config.checkpoint_every,
         what="the ELBO",
+        time_budget=config.time_budget_s,
     )
     state, rows, train_seconds = loop.state, loop.rows, loop.train_seconds
     interrupted, prediction = loop.interrupted, last.get("prediction")
@@ -161,6 +162,8 @@ def run_prssm(
         results = dict(
             data=config.data,
             train_seconds=train_seconds,
+            iterations=int(np.max(state.step)),
+            out_of_time=loop.out_of_time,
             per_seed=tests,
             **{
                 f"{k}_{stat}": float(fn([t[k] for t in tests]))

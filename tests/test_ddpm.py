@@ -2,6 +2,7 @@
 posterior of eq. (7) by Gaussian conditioning, and the samplers driven by the exact
 noise predictor of a Gaussian data distribution."""
 
+import dataclasses
 import math
 import os
 
@@ -296,7 +297,15 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     full = run_ddpm(config, run_dir=str(tmp_path / "full"), progress=False)
     losses = [r["loss"] for r in full.metrics]
     assert losses[-1] < 0.7 * losses[0], losses  # L_simple starts near 1 (predicting 0)
-    assert full.results["iterations"] == 150
+    assert (full.results["iterations"], full.results["out_of_time"]) == (150, False)
+    # a time budget that the first chunk already spends: stops there, finished, not interrupted
+    spent = run_ddpm(
+        dataclasses.replace(config, time_budget_s=1e-9),
+        run_dir=str(tmp_path / "budget"),
+        progress=False,
+    )
+    assert not spent.interrupted
+    assert (spent.results["iterations"], spent.results["out_of_time"]) == (50, True)
     part = run_ddpm(config, run_dir=str(tmp_path / "part"), progress=False, max_chunks=2)
     assert part.interrupted
     resumed = run_ddpm(resume=str(tmp_path / "part"), progress=False)

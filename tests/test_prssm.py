@@ -270,6 +270,7 @@ def test_learns_a_linear_system_and_resumes_exactly(tmp_path):
     mean_rmse = np.sqrt(np.mean((y[200:] - y[:200].mean()) ** 2))
     assert full.results["rmse_mean"] < 0.3 * mean_rmse, (full.results, mean_rmse)
     assert 0.8 <= full.results["coverage_2std_mean"] <= 1.0
+    assert (full.results["iterations"], full.results["out_of_time"]) == (300, False)
     # the two seeds as an ensemble: the RMSE of the averaged mean is at most the mean RMSE
     ens = full.results["ensemble"]
     assert ens["rmse"] <= full.results["rmse_mean"] + 1e-12

@@ -7,7 +7,9 @@ within 1.3x of the 1000-step ancestral sampler's distance.
         [--xla-cpu-threads all|N]
 
 Without --run it trains the default `rlax-zoo train ddpm` config (plus --set overrides)
-first and reports its training time. Split: the first 400 images of each class train
+first and reports its training time. The hour of the bar: `--set time_budget_s=3600
+iterations=20000 eval_every=100` (training stops, checkpointed, before a 100-step chunk that
+would pass 3600 s). Split: the first 400 images of each class train
 (4000), the last 100 test (1000). The metric (`diffusion/metrics.py`): a small CNN trained on
 the training split (its test accuracy is printed); Gaussians fitted to its 128 penultimate
 features; the Frechet distance of a set of images to the TRAINING split's features. The

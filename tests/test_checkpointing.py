@@ -1,10 +1,13 @@
 """Checkpoints: round trip, a corrupt newest checkpoint falls back, a missing one is clear."""
 
 import os
+import types
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rlax_zoo import runner
 from rlax_zoo.checkpointing import Checkpointer, CheckpointError
 
 
@@ -61,28 +64,23 @@ def test_zero_size_arrays_round_trip(tmp_path):
     assert state["empty2"].shape == (0, 2) and state["empty2"].dtype == np.int32
 
 
-def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path):
-    """A 0.3 s chunk and a 0.75 s budget: after chunk 2 the next would pass the budget (0.6 +
-    0.3 > 0.75), so the loop ends there with a checkpoint; a resume runs the rest."""
-    import time
-
-    import jax.numpy as jnp
-
-    from rlax_zoo.runner import drive_chunks
+def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path, monkeypatch):
+    """Chunks of 0.1 s on a fake clock and a 0.25 s budget: after chunk 2 the next would pass
+    the budget (0.2 + 0.1 > 0.25), so the loop ends there with a checkpoint; a resume runs the
+    rest."""
+    clock = iter(np.arange(0.0, 100.0, 0.1))  # each perf_counter call: +0.1 s
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
 
     def train_fn(n):
-        def step(state):
-            time.sleep(0.3)
-            return state + n, {"loss": np.ones(n)}
-
-        return step
+        return lambda state: (state + n, {"loss": np.ones(n)})
 
     def after_chunk(state, chunk, metrics, dt, total):
+        assert dt == pytest.approx(0.1)  # t0 and the end: one tick apart
         return [dict(chunk=chunk, step=int(state))]
 
     kw = dict(after_chunk=after_chunk, max_chunks=None, checkpoint_every=10)
-    loop = drive_chunks(
-        str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=False, time_budget=0.75, **kw
+    loop = runner.drive_chunks(
+        str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=False, time_budget=0.25, **kw
     )
     assert (loop.out_of_time, loop.interrupted, loop.ran_chunks, int(loop.state)) == (
         True,
@@ -90,7 +88,7 @@ def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path):
         2,
         6,
     )
-    assert loop.train_seconds >= 0.6
-    rest = drive_chunks(str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=True, **kw)
+    assert loop.train_seconds == pytest.approx(0.2)
+    rest = runner.drive_chunks(str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=True, **kw)
     assert (rest.out_of_time, rest.ran_chunks, int(rest.state)) == (False, 3, 15)
     assert [int(r["step"]) for r in rest.rows] == [3, 6, 9, 12, 15]

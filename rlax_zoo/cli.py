@@ -193,11 +193,19 @@ def _env_id_of(args) -> str | None:
     """The environment id of a train command (read from the run folder when resuming)."""
     if args.resume is not None:
         try:
-            with open(os.path.join(args.resume, "config.json")) as f:
-                return json.load(f).get("env_id")
-        except (OSError, ValueError, AttributeError):
+            return json.loads(_resumed_config_text(args)).get("env_id")
+        except (TypeError, ValueError, AttributeError):
             return None  # the run loader reports a bad run folder itself
     return getattr(args, "env_id", None)
+
+
+def _resumed_config_text(args) -> str | None:
+    """The config.json text of the run that `--resume` names (None if unreadable)."""
+    try:
+        with open(os.path.join(args.resume, "config.json")) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def cpu_threads_for(method: str, args) -> int:
@@ -224,14 +232,12 @@ def _initialize_distributed(cls, args) -> None:
     1, from the flags or the resumed run's config.json); nothing otherwise."""
     if "num_processes" not in {f.name for f in dataclasses.fields(cls)}:
         return
-    if args.resume is not None:
-        try:
-            with open(os.path.join(args.resume, "config.json")) as f:
-                config = config_lib.from_json(cls, f.read())
-        except OSError:
-            return  # the run loader reports a bad run folder itself
-    else:
+    if args.resume is None:
         config = config_lib.from_args(cls, args)
+    elif (text := _resumed_config_text(args)) is not None:
+        config = config_lib.from_json(cls, text)
+    else:
+        return  # the run loader reports a bad run folder itself
     if config.num_processes > 1:
         config_lib.validate(config)
         from rlax_zoo.agents.impala import initialize_distributed

@@ -453,10 +453,11 @@ def drive_chunks(
                 save()
                 interrupted = True
                 break
-            out_of_time = bool(time_budget) and train_seconds + dt > time_budget
+            out_of_time = (
+                bool(time_budget) and chunk_index < len(sizes) and train_seconds + dt > time_budget
+            )
             if chunk_index % checkpoint_every == 0 or chunk_index == len(sizes) or out_of_time:
                 save()
             if out_of_time:
-                out_of_time = chunk_index < len(sizes)
                 break
     return ChunkLoop(state, rows, interrupted, train_seconds, ran, out_of_time)

@@ -628,8 +628,8 @@ class ThreadedTrainer:
                     params, version = published["params"], published["version"]  # atomic reads
                     # a learner split over devices publishes replicated parameters; envpool's
                     # step runs on one device, so the actor takes its own single-device copy
-                    params = jax.tree.map(
-                        lambda x: jax.device_put(x.addressable_data(0), actor_device), params
+                    params = jax.device_put(
+                        jax.tree.map(lambda x: x.addressable_data(0), params), actor_device
                     )
                     t0 = time.perf_counter()
                     actor.handle, actor.state, batch, steps = actor.rollout(

@@ -107,6 +107,39 @@ def test_bad_config_names_the_field(field, value):
         validate(dataclasses.replace(ac.A2CConfig(), **{field: value}))
 
 
+def test_clip_per_network_clips_each_network_alone():
+    # policy grads of norm 0.3 (under the clip) and value grads of norm 50 (over it): one global
+    # clip would shrink both by 0.5/50.003; per network, the policy's pass unchanged and the
+    # value's are scaled to norm 0.5
+    net = ac.ActorCriticNetwork(2, "mlp", (8,), shared_torso=False)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+    labels = jax.tree_util.tree_map_with_path(lambda p, _: ac.network_of(p), params)
+    assert set(labels["params"]) == {"policy", "policy_torso", "value", "value_torso"}
+    assert {k: v["bias"] for k, v in labels["params"].items() if "bias" in v} == {
+        "policy": "policy",
+        "value": "value",
+    }
+    rng = np.random.default_rng(0)
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+
+    flat_labels = jax.tree.leaves(labels)
+
+    def scaled(tree, name, norm):
+        pairs = zip(jax.tree.leaves(tree), flat_labels, strict=True)
+        leaves = [g for g, lab in pairs if lab == name]
+        return norm / float(np.sqrt(sum(np.sum(np.square(g)) for g in leaves)))
+
+    sp, sv = scaled(grads, "policy", 0.3), scaled(grads, "value", 50.0)
+    grads = jax.tree.map(lambda g, lab: g * (sp if lab == "policy" else sv), grads, labels)
+    cfg = dataclasses.replace(ac.A2CConfig(), clip_per_network=True, max_grad_norm=0.5)
+    opt = ac.clip_per_network(cfg.max_grad_norm)
+    out, _ = opt.update(grads, opt.init(params), params)
+    for g, o, lab in zip(jax.tree.leaves(grads), jax.tree.leaves(out), flat_labels, strict=True):
+        np.testing.assert_allclose(o, g if lab == "policy" else g * (0.5 / 50.0), rtol=1e-5)
+    with pytest.raises(ConfigError, match="clip_per_network"):
+        validate(dataclasses.replace(cfg, shared_torso=True))
+
+
 def _best_mean20(returns):
     r = np.asarray(returns)
     return np.convolve(r, np.ones(20) / 20, "valid").max()

@@ -48,7 +48,7 @@ from rlax_zoo.agents.base import (
     make_vector_step,
     python_loop_for,
 )
-from rlax_zoo.config import option
+from rlax_zoo.config import ConfigError, option
 from rlax_zoo.envs.envpool_env import EnvpoolOptions, VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import ActorCriticNetwork
 
@@ -72,6 +72,12 @@ class A2CConfig(EnvpoolOptions):
         True, "Decay the learning rate linearly to 0 over total_steps (as A3C does)."
     )
     max_grad_norm: float = option(0.5, "Global gradient-norm clip (0 = no clipping).", low=0.0)
+    clip_per_network: bool = option(
+        False,
+        "Clip the policy network's and the value network's gradients each to max_grad_norm "
+        "(needs two networks: shared_torso=False), so a large value gradient cannot shrink "
+        "the policy's step.",
+    )
     discount: float = option(0.99, "Discount gamma.", low=0.0, high=1.0)
     entropy_cost: float = option(0.0, "Weight of the entropy bonus.", low=0.0)
     value_cost: float = option(0.5, "Weight of the value (baseline) loss.", low=0.0)
@@ -97,6 +103,11 @@ class A2CConfig(EnvpoolOptions):
 
     def check(self) -> None:
         check_env_id(self.env_id)
+        if self.clip_per_network and self.shared_torso:
+            raise ConfigError(
+                "clip_per_network needs separate policy and value networks "
+                "(shared_torso=False): a shared torso's gradient mixes both losses"
+            )
 
     @property
     def steps_per_iteration(self) -> int:
@@ -251,7 +262,30 @@ def make_optimizer(config, num_updates: int) -> optax.GradientTransformation:
     else:
         opt = optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.optimizer_eps)
     clip = config.max_grad_norm
-    return optax.chain(optax.clip_by_global_norm(clip) if clip else optax.identity(), opt)
+    if not clip:
+        return opt
+    if getattr(config, "clip_per_network", False):
+        return optax.chain(clip_per_network(clip), opt)
+    return optax.chain(optax.clip_by_global_norm(clip), opt)
+
+
+def network_of(path) -> str:
+    """'value' for the parameters of an `ActorCriticNetwork`'s value torso and head (top-level
+    module names starting with 'value'), 'policy' for the rest."""
+    names = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
+    module = names[1] if names and names[0] == "params" and len(names) > 1 else names[0]
+    return "value" if str(module).startswith("value") else "policy"
+
+
+def clip_per_network(max_norm: float) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm(max_norm)` applied to the policy's and to the value's
+    gradients separately (params of an `ActorCriticNetwork` with two networks; see
+    `network_of`). Each part is scaled by min(1, max_norm / ||g_part||)."""
+    clip = optax.clip_by_global_norm(max_norm)
+    return optax.multi_transform(
+        {"policy": clip, "value": clip},
+        lambda params: jax.tree_util.tree_map_with_path(lambda p, _: network_of(p), params),
+    )
 
 
 class ActorCriticAgent(NamedTuple):

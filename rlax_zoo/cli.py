@@ -333,11 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         ) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2
-        status = (
-            "interrupted (resume with --resume " + result.run_dir + ")"
-            if result.interrupted
-            else "done"
-        )
+        status = "done"
+        if result.interrupted:
+            status = f"interrupted (resume with --resume {result.run_dir})"
+        elif result.out_of_time:
+            status = f"stopped by --time-budget-s after {result.train_seconds:.0f} s of training"
         finals = [
             f"{sum(r[-20:]) / len(r[-20:]):.1f}" if r else "n/a" for r in result.episode_returns
         ]

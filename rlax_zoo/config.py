@@ -37,11 +37,12 @@ def option(
 
 
 def time_budget_option() -> Any:
-    """The `time_budget_s` field of the chunked trainers (`rlax_zoo.runner.drive_chunks`)."""
+    """The `time_budget_s` field of every trainer (`rlax_zoo.runner.run` and `drive_chunks`)."""
     return option(
         0.0,
         "Stop training early, checkpointed, before a chunk that would take the training time "
-        "past this many seconds (0: no limit); results.json records the steps reached.",
+        "past this many seconds, resumes included (0: no limit); the run folder records the "
+        "steps reached.",
         low=0.0,
     )
 

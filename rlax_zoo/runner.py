@@ -45,6 +45,8 @@ class RunResult:
     metrics: list[dict]
     interrupted: bool
     state: Any
+    out_of_time: bool = False  # stopped early by config.time_budget_s (checkpointed)
+    train_seconds: float = 0.0  # seconds in run_chunk, over every call (resumes included)
 
 
 def default_run_dir(method: str, config, root: str = "runs") -> str:
@@ -127,6 +129,9 @@ def run(
       progress: show a progress bar.
       max_chunks: stop (with a checkpoint, like Ctrl-C) after this many chunks in this call.
       plot: write learning_curve.png at the end.
+    A config with `time_budget_s` > 0 ends the run, checkpointed and not interrupted, before a
+    chunk that would take its training time (over every call, resumes included) past it;
+    `out_of_time` and status.json then say so.
     """
     if resume is not None:
         run_dir = resume
@@ -156,7 +161,7 @@ def run(
     handle = trainer.vec_env.handle if exact else None
     checkpointer = Checkpointer(os.path.join(checkpoint_root(run_dir, config), "checkpoints"))
     schedule = trainer.schedule()
-    chunk_index, actions_log = 0, []
+    chunk_index, actions_log, train_seconds = 0, [], 0.0
     metrics_rows: list[dict] = []
     episode_rows: list[dict] = []
     if resume is not None:
@@ -172,6 +177,7 @@ def run(
         restored, meta, _ = checkpointer.restore(target)
         state = jax.tree.map(jax.numpy.asarray, restored["state"])
         chunk_index = int(meta["chunk"])
+        train_seconds = float(meta.get("train_seconds", 0.0))
         if exact:
             log = np.asarray(restored["actions"], np.int32)
             actions_log = [log]
@@ -205,13 +211,15 @@ def run(
         from tqdm import tqdm
 
         bar = tqdm(total=total_steps, initial=env_steps, unit="step", desc=method, smoothing=0.1)
-    interrupted = False
+    interrupted = out_of_time = False
+    budget = getattr(config, "time_budget_s", 0.0)
     start_wall = time.perf_counter()
     chunks_this_call = 0
 
     def save():
         if not exact:
             meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": 0}
+            meta["train_seconds"] = train_seconds
             checkpointer.save(chunk_index, {"state": state}, meta)
             return
         log = (
@@ -220,6 +228,7 @@ def run(
             else np.zeros((0, trainer.vec_env.num_envs), np.int32)
         )
         meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": int(log.shape[0])}
+        meta["train_seconds"] = train_seconds
         checkpointer.save(chunk_index, {"state": state, "actions": log}, meta)
 
     with StopFlag() as flag:
@@ -229,6 +238,7 @@ def run(
             handle, state, out = trainer.run_chunk(handle, state, learn, iters)
             jax.block_until_ready(state)
             dt = time.perf_counter() - t0
+            train_seconds += dt
             if exact:
                 actions_log.append(np.asarray(out.actions))
             summary = trainer.summarize(out)
@@ -285,8 +295,18 @@ def run(
                 save()
                 interrupted = True
                 break
-            if chunk_index % config.checkpoint_every == 0 or chunk_index == len(schedule):
+            out_of_time = past_budget(budget, train_seconds, dt, chunk_index < len(schedule))
+            if (
+                chunk_index % config.checkpoint_every == 0
+                or chunk_index == len(schedule)
+                or out_of_time
+            ):
                 save()
+            if out_of_time:
+                print(
+                    f"time budget of {budget:g} s reached after {train_seconds:.0f} s of training"
+                )
+                break
     if bar is not None:
         bar.close()
     if plot:
@@ -298,8 +318,25 @@ def run(
             title=f"{method} on {getattr(config, 'env_id', '')}",
         )
     with open(os.path.join(run_dir, "status.json"), "w") as f:
-        json.dump({"interrupted": interrupted, "chunk": chunk_index, "env_steps": env_steps}, f)
-    return RunResult(run_dir, episode_returns, metrics_rows, interrupted, state)
+        json.dump(
+            {
+                "interrupted": interrupted,
+                "out_of_time": out_of_time,
+                "chunk": chunk_index,
+                "env_steps": env_steps,
+                "train_seconds": float(train_seconds),
+            },
+            f,
+        )
+    return RunResult(
+        run_dir, episode_returns, metrics_rows, interrupted, state, out_of_time, train_seconds
+    )
+
+
+def past_budget(budget: float, train_seconds: float, last_chunk: float, more_left: bool) -> bool:
+    """Whether a run with `more_left` chunks should stop before the next: with a budget
+    (seconds, 0: none), when one more chunk as long as the last would pass it."""
+    return bool(budget) and more_left and bool(train_seconds + last_chunk > budget)
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,9 +490,7 @@ def drive_chunks(
                 save()
                 interrupted = True
                 break
-            out_of_time = (
-                bool(time_budget) and chunk_index < len(sizes) and train_seconds + dt > time_budget
-            )
+            out_of_time = past_budget(time_budget, train_seconds, dt, chunk_index < len(sizes))
             if chunk_index % checkpoint_every == 0 or chunk_index == len(sizes) or out_of_time:
                 save()
             if out_of_time:

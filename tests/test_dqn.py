@@ -1,12 +1,16 @@
 """DQN agent: n-step folding by hand, the envpool reset step, config errors, learning, resume."""
 
 import dataclasses
+import json
+import os
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rlax_zoo import config as config_lib
 from rlax_zoo import runner
 from rlax_zoo.agents import dqn
 from rlax_zoo.config import ConfigError, validate
@@ -103,6 +107,37 @@ SMALL = dict(
     hidden_sizes=(32, 32),
     target_period=100,
 )
+
+
+def test_time_budget_stops_checkpointed_counting_resumes(tmp_path, monkeypatch):
+    """Chunks of 0.1 s on a fake clock, budget 0.25 s: two chunks run, then the next would pass
+    the budget; a resume (same budget, 0.2 s spent) runs one more; with the budget lifted the
+    resumed run ends at the schedule's last chunk with the uninterrupted run's returns."""
+    clock = iter(np.arange(0.0, 1000.0, 0.1))  # each perf_counter call in runner: +0.1 s
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    cfg = dqn.DQNConfig(**dict(SMALL, checkpoint_every=100), time_budget_s=0.25)
+    run_dir = str(tmp_path / "budget")
+    kw = dict(progress=False, plot=False)
+    first = runner.run("dqn", dqn.make_dqn, cfg, run_dir=run_dir, **kw)
+    with open(os.path.join(run_dir, "status.json")) as f:
+        status = json.load(f)
+    assert (first.out_of_time, first.interrupted, status["chunk"]) == (True, False, 2)
+    assert status["out_of_time"] and status["train_seconds"] == pytest.approx(0.2)
+    again = runner.run("dqn", dqn.make_dqn, cfg, resume=run_dir, **kw)
+    assert again.out_of_time and again.train_seconds == pytest.approx(0.3)
+    assert max(int(r["chunk"]) for r in again.metrics) == 2  # one more chunk (0, 1, then 2)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(config_lib.to_json(dataclasses.replace(cfg, time_budget_s=0.0)))
+    rest = runner.run("dqn", dqn.make_dqn, cfg, resume=run_dir, **kw)
+    assert not rest.out_of_time and max(int(r["chunk"]) for r in rest.metrics) == 9
+    full = runner.run(
+        "dqn",
+        dqn.make_dqn,
+        dataclasses.replace(cfg, time_budget_s=0.0),
+        run_dir=str(tmp_path / "f"),
+        **kw,
+    )
+    assert rest.episode_returns == full.episode_returns
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path):

@@ -65,7 +65,7 @@ import optax
 from rlax_zoo import multistep, packing, value_learning
 from rlax_zoo.agents import actor_critic
 from rlax_zoo.agents.base import ChunkSummary, chunk_schedule
-from rlax_zoo.config import ConfigError, option
+from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.envs.envpool_env import EnvpoolOptions, check_env_id, make_env_for
 from rlax_zoo.envs.jax_cartpole import make_jax_cartpole
 from rlax_zoo.networks import ActorCriticNetwork, QNetwork
@@ -138,6 +138,7 @@ class AsyncConfig(EnvpoolOptions):
     checkpoint_every: int = option(
         10, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
     )
+    time_budget_s: float = time_budget_option()
 
     def check(self) -> None:
         check_env_id(self.env_id)

@@ -33,7 +33,7 @@ from rlax_zoo.agents.base import (
     make_vector_step,
     python_loop_for,
 )
-from rlax_zoo.config import ConfigError, option
+from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.envs.envpool_env import EnvpoolOptions, VecEnv, check_env_id, make_env_for
 from rlax_zoo.networks import QNetwork
 
@@ -102,6 +102,7 @@ class DQNConfig(EnvpoolOptions):
     checkpoint_every: int = option(
         20, "Chunks between checkpoints (Ctrl-C always checkpoints).", low=1
     )
+    time_budget_s: float = time_budget_option()
     loop: str = option(
         "auto",
         "How a chunk's iterations run: one lax.scan ('scan'), or Python calling one jitted "

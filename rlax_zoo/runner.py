@@ -291,11 +291,14 @@ def run(
                 episodes_path, episode_rows, written_episodes, EPISODE_FIELDS
             )
             stop_now = flag.stop or (max_chunks is not None and chunks_this_call >= max_chunks)
+            out_of_time = past_budget(budget, train_seconds, dt, chunk_index < len(schedule))
+            # processes of a multi-process run stop together, or the others would wait in the
+            # next collective (the learner's update, the checkpoint) forever
+            stop_now, out_of_time = any_process(stop_now, out_of_time)
             if stop_now and chunk_index < len(schedule):
                 save()
                 interrupted = True
                 break
-            out_of_time = past_budget(budget, train_seconds, dt, chunk_index < len(schedule))
             if (
                 chunk_index % config.checkpoint_every == 0
                 or chunk_index == len(schedule)
@@ -331,6 +334,17 @@ def run(
     return RunResult(
         run_dir, episode_returns, metrics_rows, interrupted, state, out_of_time, train_seconds
     )
+
+
+def any_process(*flags: bool) -> tuple[bool, ...]:
+    """Each flag OR-ed over the processes of a multi-process run (one small all-gather; the
+    flags themselves in a single process)."""
+    if jax.process_count() == 1:
+        return tuple(bool(f) for f in flags)
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+    return tuple(bool(f) for f in np.asarray(gathered).reshape(-1, len(flags)).max(axis=0))
 
 
 def past_budget(budget: float, train_seconds: float, last_chunk: float, more_left: bool) -> bool:

@@ -300,10 +300,13 @@ MULTI_PROCESS_RUN = textwrap.dedent(
     )
     impala.initialize_distributed(cfg)
     kw = dict(progress=False, plot=False)
-    if phase == "start":  # one of the two chunks, then stop as on Ctrl-C
-        r = runner.run("impala", impala.make_impala, cfg, run_dir=root + "/run", max_chunks=1, **kw)
+    if phase == "start":  # one of the two chunks, then process 0 stops as on Ctrl-C: process
+        # 1 must stop with it (or both would hang: it in the next update, 0 in the checkpoint)
+        kw["max_chunks"] = 1 if pid == 0 else None
+        r = runner.run("impala", impala.make_impala, cfg, run_dir=root + "/run", **kw)
     else:
         r = runner.run("impala", impala.make_impala, cfg, resume=sys.argv[5], **kw)
+    assert r.interrupted == (phase == "start"), r
     print("ok", pid, r.interrupted, r.run_dir)
     """
 )
@@ -332,7 +335,12 @@ def _two_processes(script: str, *args) -> list[str]:
         )
         for pid in range(2)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:  # a hung collective: do not leave the processes behind
+            p.kill()
+        raise
     for pid, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
         assert p.returncode == 0, err[-3000:]
         assert f"\nok {pid} " in "\n" + out, out
@@ -342,8 +350,8 @@ def _two_processes(script: str, *args) -> list[str]:
 def test_two_process_run_shares_one_learner_and_resumes(tmp_path):
     """A threads run over two jax.distributed processes: each process's actors play their own
     envs (different episodes), the learner update is one global step (the same loss in both
-    metrics.csv, row by row), process 0's folder holds the checkpoints, and an interrupted run
-    resumes from them in both processes."""
+    metrics.csv, row by row), process 0's folder holds the checkpoints, a stop in one process
+    stops both, and the interrupted run resumes from them in both processes."""
     root = str(tmp_path)
     _two_processes(MULTI_PROCESS_RUN, ["start"] * 2, [root] * 2)
     dirs = [os.path.join(root, "run"), os.path.join(root, "run-process1")]

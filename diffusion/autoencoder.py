@@ -21,23 +21,68 @@ import jax
 import jax.numpy as jnp
 
 
+class ResidualBlock(nn.Module):
+    """x + conv3x3(swish(GN(conv3x3(swish(GN(x)))))): the residual block of Rombach et al.'s
+    autoencoder (as in Ho et al.'s U-Net, without a timestep). [B, H, W, C] -> same shape."""
+
+    groups: int = 8
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        h = nn.Conv(c, (3, 3))(nn.swish(nn.GroupNorm(num_groups=self.groups)(x)))
+        h = nn.swish(nn.GroupNorm(num_groups=self.groups)(h))
+        return x + nn.Conv(c, (3, 3), kernel_init=nn.initializers.zeros)(h)
+
+
+class SelfAttention(nn.Module):
+    """x + single-head self-attention over the H*W positions of GN(x) (the mid-block attention
+    of Rombach et al.'s autoencoder). [B, H, W, C] -> same shape."""
+
+    groups: int = 8
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        B, H, W, C = x.shape
+        h = nn.GroupNorm(num_groups=self.groups)(x).reshape(B, H * W, C)
+        q, k, v = jnp.split(nn.Dense(3 * C)(h), 3, axis=-1)
+        weights = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / jnp.sqrt(C), axis=-1)
+        out = nn.Dense(C, kernel_init=nn.initializers.zeros)(jnp.einsum("bqk,bkc->bqc", weights, v))
+        return x + out.reshape(B, H, W, C)
+
+
+def _check_groups(widths: tuple[int, ...], res_blocks: int, attention: bool, groups: int):
+    if (res_blocks or attention) and any(w % groups for w in widths):
+        raise ValueError(f"widths: each must divide by the {groups} norm groups, got {widths}")
+
+
 class Encoder(nn.Module):
     """E: images [B, H, W, C] -> latents [B, H / 2^k, W / 2^k, latent_channels], k = len(widths).
 
     A 3x3 convolution, then one stride-2 4x4 convolution per entry of `widths` (each halves
-    the sides), a 3x3 convolution and a 1x1 projection to the latent channels; swish between.
+    the sides) followed by `res_blocks` residual blocks, self-attention at the lowest
+    resolution if `attention` (these two make it Rombach et al.'s design in miniature), a 3x3
+    convolution and a 1x1 projection to the latent channels; swish between.
     """
 
     widths: tuple[int, ...] = (32, 64)
     latent_channels: int = 4
+    res_blocks: int = 0
+    attention: bool = False
+    groups: int = 8
 
     @nn.compact
     def __call__(self, x_BHWC: jax.Array) -> jax.Array:
         if x_BHWC.ndim != 4:
             raise ValueError(f"x_BHWC: must be [B, H, W, C], got shape {x_BHWC.shape}")
+        _check_groups(self.widths, self.res_blocks, self.attention, self.groups)
         h = nn.swish(nn.Conv(self.widths[0], (3, 3))(x_BHWC))
         for width in self.widths:
             h = nn.swish(nn.Conv(width, (4, 4), strides=(2, 2))(h))
+            for _ in range(self.res_blocks):
+                h = ResidualBlock(self.groups)(h)
+        if self.attention:
+            h = SelfAttention(self.groups)(h)
         h = nn.swish(nn.Conv(self.widths[-1], (3, 3))(h))
         return nn.Conv(self.latent_channels, (1, 1))(h)
 
@@ -45,23 +90,32 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """D: latents [B, h, w, latent_channels] -> images [B, h 2^k, w 2^k, out_channels].
 
-    The mirror of `Encoder`: a 3x3 convolution, then per width (in reverse) a nearest-neighbour
-    2x upsampling and a 3x3 convolution, and a 3x3 convolution to the image channels (linear
-    output; images live in [-1, 1]).
+    The mirror of `Encoder`: a 3x3 convolution (then self-attention if `attention`), then per
+    width (in reverse) a nearest-neighbour 2x upsampling, a 3x3 convolution and `res_blocks`
+    residual blocks, and a 3x3 convolution to the image channels (linear output; images live
+    in [-1, 1]).
     """
 
     widths: tuple[int, ...] = (32, 64)
     out_channels: int = 1
+    res_blocks: int = 0
+    attention: bool = False
+    groups: int = 8
 
     @nn.compact
     def __call__(self, z_BhwL: jax.Array) -> jax.Array:
         if z_BhwL.ndim != 4:
             raise ValueError(f"z_BhwL: must be [B, h, w, L], got shape {z_BhwL.shape}")
+        _check_groups(self.widths, self.res_blocks, self.attention, self.groups)
         h = nn.swish(nn.Conv(self.widths[-1], (3, 3))(z_BhwL))
+        if self.attention:
+            h = SelfAttention(self.groups)(h)
         for width in reversed(self.widths):
             B, H, W, C = h.shape
             h = jax.image.resize(h, (B, 2 * H, 2 * W, C), "nearest")
             h = nn.swish(nn.Conv(width, (3, 3))(h))
+            for _ in range(self.res_blocks):
+                h = ResidualBlock(self.groups)(h)
         return nn.Conv(self.out_channels, (3, 3))(h)
 
 
@@ -69,16 +123,20 @@ class Autoencoder(nn.Module):
     """E and D together: `apply(params, x)` reconstructs, `method=encode` / `decode` split them.
 
     Shapes: x [B, H, W, C] with H and W divisible by 2^len(widths); z [B, H / 2^k, W / 2^k,
-    latent_channels].
+    latent_channels]. `res_blocks` and `attention` as in `Encoder` (0 and False: the plain
+    convolutional autoencoder).
     """
 
     widths: tuple[int, ...] = (32, 64)
     latent_channels: int = 4
     out_channels: int = 1
+    res_blocks: int = 0
+    attention: bool = False
 
     def setup(self):
-        self.encoder = Encoder(self.widths, self.latent_channels)
-        self.decoder = Decoder(self.widths, self.out_channels)
+        arch = dict(res_blocks=self.res_blocks, attention=self.attention)
+        self.encoder = Encoder(self.widths, self.latent_channels, **arch)
+        self.decoder = Decoder(self.widths, self.out_channels, **arch)
 
     def encode(self, x_BHWC: jax.Array) -> jax.Array:
         return self.encoder(x_BHWC)

@@ -53,6 +53,10 @@ class AutoencoderConfig:
     seed: int = option(0, "Random seed.", low=0)
     widths: tuple[int, ...] = option((16, 32), "Channels of each stride-2 stage.", low=1)
     latent_channels: int = option(4, "Latent channels.", low=1)
+    res_blocks: int = option(
+        0, "Residual blocks (group norm) after each stage, as in Rombach et al.'s design.", low=0
+    )
+    attention: bool = option(False, "Self-attention at the lowest resolution (both halves).")
     latent_penalty: float = option(1e-4, "Weight of the L2 term on the latents.", low=0.0)
     mark_probability: float = option(
         0.5, "Probability of stamping a random 7x7 mark on a training image.", low=0.0, high=1.0
@@ -110,7 +114,18 @@ def make_autoencoder_trainer(config: AutoencoderConfig, x_train: np.ndarray):
             f"widths: {levels} stride-2 stages need image sides divisible by {2**levels}, "
             f"got {H}x{W}"
         )
-    model = Autoencoder(config.widths, config.latent_channels, x_train.shape[-1])
+    if (config.res_blocks or config.attention) and any(w % 8 for w in config.widths):
+        raise ConfigError(
+            f"widths: with res_blocks or attention each must divide by 8 (group norm), "
+            f"got {config.widths}"
+        )
+    model = Autoencoder(
+        config.widths,
+        config.latent_channels,
+        x_train.shape[-1],
+        res_blocks=config.res_blocks,
+        attention=config.attention,
+    )
     data = jnp.asarray(x_train)
     optimizer = optax.adam(config.learning_rate)
 

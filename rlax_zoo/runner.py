@@ -217,18 +217,16 @@ def run(
     chunks_this_call = 0
 
     def save():
+        meta = {"chunk": chunk_index, "env_steps": env_steps, "train_seconds": train_seconds}
         if not exact:
-            meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": 0}
-            meta["train_seconds"] = train_seconds
-            checkpointer.save(chunk_index, {"state": state}, meta)
+            checkpointer.save(chunk_index, {"state": state}, dict(meta, num_logged=0))
             return
         log = (
             np.concatenate(actions_log, axis=0)
             if actions_log
             else np.zeros((0, trainer.vec_env.num_envs), np.int32)
         )
-        meta = {"chunk": chunk_index, "env_steps": env_steps, "num_logged": int(log.shape[0])}
-        meta["train_seconds"] = train_seconds
+        meta["num_logged"] = int(log.shape[0])
         checkpointer.save(chunk_index, {"state": state, "actions": log}, meta)
 
     with StopFlag() as flag:

@@ -51,7 +51,9 @@ class SelfAttention(nn.Module):
         return x + out.reshape(B, H, W, C)
 
 
-def _check_groups(widths: tuple[int, ...], res_blocks: int, attention: bool, groups: int):
+def check_norm_groups(widths: tuple[int, ...], res_blocks: int, attention: bool, groups: int = 8):
+    """Raise ValueError unless group norm (used by `res_blocks` and `attention`) can split
+    every width into `groups` groups."""
     if (res_blocks or attention) and any(w % groups for w in widths):
         raise ValueError(f"widths: each must divide by the {groups} norm groups, got {widths}")
 
@@ -75,7 +77,7 @@ class Encoder(nn.Module):
     def __call__(self, x_BHWC: jax.Array) -> jax.Array:
         if x_BHWC.ndim != 4:
             raise ValueError(f"x_BHWC: must be [B, H, W, C], got shape {x_BHWC.shape}")
-        _check_groups(self.widths, self.res_blocks, self.attention, self.groups)
+        check_norm_groups(self.widths, self.res_blocks, self.attention, self.groups)
         h = nn.swish(nn.Conv(self.widths[0], (3, 3))(x_BHWC))
         for width in self.widths:
             h = nn.swish(nn.Conv(width, (4, 4), strides=(2, 2))(h))
@@ -106,7 +108,7 @@ class Decoder(nn.Module):
     def __call__(self, z_BhwL: jax.Array) -> jax.Array:
         if z_BhwL.ndim != 4:
             raise ValueError(f"z_BhwL: must be [B, h, w, L], got shape {z_BhwL.shape}")
-        _check_groups(self.widths, self.res_blocks, self.attention, self.groups)
+        check_norm_groups(self.widths, self.res_blocks, self.attention, self.groups)
         h = nn.swish(nn.Conv(self.widths[-1], (3, 3))(z_BhwL))
         if self.attention:
             h = SelfAttention(self.groups)(h)

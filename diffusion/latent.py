@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diffusion.autoencoder import Autoencoder, autoencoder_loss
+from diffusion.autoencoder import Autoencoder, autoencoder_loss, check_norm_groups
 from diffusion.data import ImageDataError, to_model_range
 from diffusion.train import (
     DDPMConfig,
@@ -114,11 +114,10 @@ def make_autoencoder_trainer(config: AutoencoderConfig, x_train: np.ndarray):
             f"widths: {levels} stride-2 stages need image sides divisible by {2**levels}, "
             f"got {H}x{W}"
         )
-    if (config.res_blocks or config.attention) and any(w % 8 for w in config.widths):
-        raise ConfigError(
-            f"widths: with res_blocks or attention each must divide by 8 (group norm), "
-            f"got {config.widths}"
-        )
+    try:
+        check_norm_groups(config.widths, config.res_blocks, config.attention)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     model = Autoencoder(
         config.widths,
         config.latent_channels,

@@ -273,9 +273,9 @@ def make_optimizer(config, num_updates: int) -> optax.GradientTransformation:
 def network_of(path) -> str:
     """'value' for the parameters of an `ActorCriticNetwork`'s value torso and head (top-level
     module names starting with 'value'), 'policy' for the rest."""
-    names = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
-    module = names[1] if names and names[0] == "params" and len(names) > 1 else names[0]
-    return "value" if str(module).startswith("value") else "policy"
+    keys = [k.key for k in path]  # flax parameters are nested dicts: DictKey paths
+    module = keys[1] if keys[0] == "params" else keys[0]
+    return "value" if module.startswith("value") else "policy"
 
 
 def clip_per_network(max_norm: float) -> optax.GradientTransformation:

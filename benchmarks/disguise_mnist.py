@@ -38,6 +38,7 @@ from diffusion import symbol  # noqa: E402
 from diffusion.disguise import (  # noqa: E402
     auroc,
     detection_scores,
+    feature_distance,
     generate_disguises,
     revelation_distances,
 )
@@ -133,7 +134,14 @@ def main() -> None:
     same = same_class_latent_distance(ae.encode, x_test, y_test)
     neg = -detection_scores(ae.encode, x_test, x_c)
     base_d2 = detection_scores(ae.encode, x_b, x_c)
+    # What the symbol alone weighs in the latent: D2(E(x), E(x + symbol)) over 100 test digits.
+    symbol_d2 = float(
+        np.median(
+            feature_distance(ae.encode(x_test[:100]), ae.encode(stamped_test[:100]), x_c.ndim)
+        )
+    )
     print(f"median D2 between two clean test digits of one class: {same:.4f}")
+    print(f"median D2 that the symbol adds to a test digit: {symbol_d2:.4f} ({symbol_d2 / same:.2f}x)")
     print(f"median D2(E(x_b), E(x_c)) of the bases: {np.median(base_d2):.4f}")
     rows, disguises = [], {}
     for floor in args.psnr:
@@ -176,6 +184,7 @@ def main() -> None:
     clean_reveal = revelation_distances(ae.encode, ae.decode, x_test, x_c)
     out.update(
         same_class_d2=same,
+        symbol_d2_median=symbol_d2,
         base_d2_median=float(np.median(base_d2)),
         clean_revelation_d1_median=float(np.median(clean_reveal)),
         disguises=rows,

@@ -141,7 +141,8 @@ def main() -> None:
         )
     )
     print(f"median D2 between two clean test digits of one class: {same:.4f}")
-    print(f"median D2 that the symbol adds to a test digit: {symbol_d2:.4f} ({symbol_d2 / same:.2f}x)")
+    ratio = symbol_d2 / same
+    print(f"median D2 that the symbol adds to a test digit: {symbol_d2:.4f} ({ratio:.2f}x)")
     print(f"median D2(E(x_b), E(x_c)) of the bases: {np.median(base_d2):.4f}")
     rows, disguises = [], {}
     for floor in args.psnr:

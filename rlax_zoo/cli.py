@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--resume",
             default=None,
             metavar="RUN_DIR",
-            help="Continue an interrupted run from its newest checkpoint.",
+            help="Continue an interrupted run from its newest checkpoint, with its own "
+            "config.json; only --time-budget-s may be given with it (it is written there).",
         )
         p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
         p.add_argument(
@@ -206,6 +207,38 @@ def _resumed_config_text(args) -> str | None:
             return f.read()
     except OSError:
         return None
+
+
+# Config fields a flag may change when resuming: a time budget does not change what a step
+# computes. Every other field (a length, a learning rate, a schedule) is the run's own.
+RESUME_FIELDS = ("time_budget_s",)
+
+
+def apply_resume_flags(cls, args) -> None:
+    """With `--resume`, write the flags of RESUME_FIELDS into the run's config.json (so the run
+    folder records them) and refuse any other config flag by name: a resumed run keeps its own
+    config, and silently ignoring a flag would train something the user did not ask for."""
+    given = [f.name for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None]
+    refused = [n for n in given if n not in RESUME_FIELDS]
+    if refused:
+        flags = ", ".join("--" + n.replace("_", "-") for n in refused)
+        allowed = ", ".join("--" + n.replace("_", "-") for n in RESUME_FIELDS)
+        raise config_lib.ConfigError(
+            f"--resume: {flags} cannot change a resumed run (it keeps its config.json); "
+            f"only {allowed} can be given with --resume"
+        )
+    text = _resumed_config_text(args)
+    if not given or text is None:
+        return  # nothing to change; the run loader reports a bad run folder itself
+    config = config_lib.from_args(cls, args, base=config_lib.from_json(cls, text))
+    config_lib.validate(config)
+    new_text = config_lib.to_json(config)
+    if new_text != text:
+        path = os.path.join(args.resume, "config.json")
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(new_text)
+        os.replace(tmp, path)
 
 
 def cpu_threads_for(method: str, args) -> int:
@@ -292,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         from rlax_zoo import runner, xla_cpu
 
         try:
+            if args.resume is not None:
+                apply_resume_flags(cls, args)
             _initialize_distributed(cls, args)  # before anything starts JAX's backend
             threads = cpu_threads_for(args.method, args)
             try:

@@ -126,3 +126,34 @@ def test_ctrl_c_checkpoints_and_resume_finishes(tmp_path):
     status = json.loads((run_dir / "status.json").read_text())
     assert not status["interrupted"] and status["env_steps"] >= 6000
     assert (run_dir / "learning_curve.png").exists()
+
+
+def test_resume_takes_a_time_budget_and_refuses_other_flags(capsys, tmp_path):
+    """--resume with --time-budget-s writes the budget into the run's config.json; any other
+    config flag is refused by name (it would otherwise be silently ignored)."""
+    import json
+
+    from rlax_zoo import config as config_lib
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = config_lib.to_json(DQNConfig(learning_rate=0.002))
+    (run / "config.json").write_text(saved)
+    code = cli.main(["train", "dqn", "--resume", str(run), "--learning-rate", "0.1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--learning-rate cannot change a resumed run" in err and "--time-budget-s" in err
+    assert (run / "config.json").read_text() == saved  # untouched
+    code = cli.main(["train", "dqn", "--resume", str(run), "--time-budget-s", "-1"])
+    assert code == 2 and "time_budget_s" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == saved  # a bad budget is not written
+
+    args = cli.build_parser().parse_args(
+        ["train", "dqn", "--resume", str(run), "--time-budget-s", "90"]
+    )
+    cli.apply_resume_flags(DQNConfig, args)
+    written = json.loads((run / "config.json").read_text())
+    assert written["time_budget_s"] == 90.0 and written["learning_rate"] == 0.002
+    assert config_lib.from_json(DQNConfig, (run / "config.json").read_text()) == DQNConfig(
+        learning_rate=0.002, time_budget_s=90.0
+    )

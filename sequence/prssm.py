@@ -40,6 +40,12 @@ defaults follow the paper):
   - `sample_reduction="sum"`: the code sums the log-likelihood over the N samples instead
     of averaging, which weighs the data N times more than the KL terms.
 
+`input_lags=L` (an option; 0, the paper's model, by default) feeds the transition GPs a tapped
+delay line of the input, f_t = f(x_{t-1}, u_{t-1}, u_{t-2}, ..., u_{t-1-L}), for systems whose
+response lags their input (the hydraulic actuator): the state need not learn to remember
+the input's recent past. `lagged_inputs` builds it from the record (the first row repeated
+before the start); everything downstream sees an input of D_u (L + 1) dimensions.
+
 Shapes: B sub-trajectories, H steps, S samples, Dx latent, Du input, Dy output dims,
 P inducing points.
 """
@@ -135,6 +141,12 @@ class PRSSMConfig:
         "step, independently) or trajectory (one z ~ q(z) per trajectory, the same f all "
         "along it; Ialongo et al. 2019).",
         choices=("marginal", "trajectory"),
+    )
+    input_lags: int = option(
+        0,
+        "Past inputs u_{t-1..t-L} added to each transition's input (a tapped delay line); "
+        "0: the paper's f(x_{t-1}, u_{t-1}).",
+        low=0,
     )
     eval_samples: int = option(1000, "Sampled trajectories for the free simulation.", low=1)
     eval_every: int = option(200, "Adam steps between test evaluations and checkpoints.", low=1)
@@ -269,6 +281,17 @@ def sample_trajectories(
     return jnp.concatenate([x1_SX[None], xs], 0)
 
 
+def lagged_inputs(u_TU: jax.Array, lags: int) -> jax.Array:
+    """The tapped delay line of `PRSSMConfig.input_lags`: [T, Du] -> [T, Du (lags + 1)], row t
+    holding (u_t, u_{t-1}, ..., u_{t-lags}), with u_1 standing in for the steps before the
+    record; lags = 0 returns u_TU itself."""
+    if lags == 0:
+        return u_TU
+    T = u_TU.shape[0]
+    idx = jnp.clip(jnp.arange(T)[:, None] - jnp.arange(lags + 1)[None], 0, None)
+    return u_TU[idx].reshape(T, -1)
+
+
 def recognition_input(y_BWY: jax.Array, u_BWU: jax.Array) -> jax.Array:
     """The recognition model's input: [B, W*(Dy+Du)] from the first W steps."""
     B = y_BWY.shape[0]
@@ -398,8 +421,10 @@ def make_prssm_trainer(config: PRSSMConfig, u_train_TU: np.ndarray, y_train_TY: 
 
     Args:
       config: PRSSMConfig (validated).
-      u_train_TU: [T, Du], y_train_TY: [T, Dy] normalised training data.
+      u_train_TU: [T, Du], y_train_TY: [T, Dy] normalised training data. `predict` takes
+        inputs [T', Du] too: both are widened by `lagged_inputs` inside.
     """
+    u_train_TU = lagged_inputs(jnp.asarray(u_train_TU, jnp.float32), config.input_lags)
     T, Du = u_train_TU.shape
     Dy = y_train_TY.shape[1]
     if config.latent_dim < Dy:
@@ -442,6 +467,7 @@ def make_prssm_trainer(config: PRSSMConfig, u_train_TU: np.ndarray, y_train_TY: 
         return jax.lax.scan(one_step, state, None, length=num_steps)
 
     def predict(params, u_TU, y_window_WY, key):
+        u_TU = lagged_inputs(u_TU, config.input_lags)
         return free_simulation(params, u_TU, y_window_WY, key, config, config.eval_samples)
 
     return PRSSMTrainer(config, init, train_chunk, predict, optimizer)

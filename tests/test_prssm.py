@@ -17,6 +17,8 @@ from sequence.prssm import (
     PRSSMConfig,
     elbo_terms,
     init_params,
+    lagged_inputs,
+    make_prssm_trainer,
     sample_trajectories,
     transition_gps,
     transition_moments,
@@ -190,6 +192,30 @@ def linear_system(T=400, seed=0):
     for t in range(1, T):
         y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
     return u, y + 0.01 * rng.normal(size=y.shape)
+
+
+def test_input_lags_are_a_tapped_delay_line_fed_to_the_transitions():
+    u = jnp.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
+    expected = [[1, 10, 1, 10, 1, 10], [2, 20, 1, 10, 1, 10], [3, 30, 2, 20, 1, 10]]
+    np.testing.assert_array_equal(lagged_inputs(u, 2), expected)
+    assert lagged_inputs(u, 0) is u
+    # input_lags=2 trains and predicts as the lag-free model on the hand-widened record
+    u, y = linear_system(120)
+    config = PRSSMConfig(**SMALL, input_lags=2)
+    lagged = make_prssm_trainer(config, u[:80], y[:80])
+    plain = make_prssm_trainer(
+        dataclasses.replace(config, input_lags=0), np.asarray(lagged_inputs(u[:80], 2)), y[:80]
+    )
+    key = jax.random.key(3)
+    (s1, m1), (s2, m2) = (t.train_chunk(t.init(key), 5) for t in (lagged, plain))
+    assert s1.params.zeta.shape[-1] == config.latent_dim + 3
+    np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-6)
+    window = jnp.asarray(y[80:84], jnp.float32)
+    u_test = jnp.asarray(u[80:], jnp.float32)
+    p1 = lagged.predict(s1.params, u_test, window, key)
+    p2 = plain.predict(s2.params, lagged_inputs(u_test, 2), window, key)
+    for a, b in zip(p1, p2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_loader_splits_normalises_with_training_statistics_and_refuses_bad_files(tmp_path):

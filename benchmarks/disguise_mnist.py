@@ -9,9 +9,9 @@
    detected).
 3. x_c: the first test digit with the symbol stamped in its corner. Bases: 100 clean training
    digits (10 per class, or with --bases same-class 100 of x_c's class) that the clean set
-   below does not contain. Disguises by Algorithm 1
-   (alpha 0, Adam, D1 ball at each PSNR floor, gamma_2 a quarter of the same-class distance
-   so that each floor shows how far the budget goes), reported against the bars: PSNR against x_b,
+   below does not contain. Disguises by Algorithm 1 (alpha 0, Adam, D1 ball at each PSNR
+   floor, gamma_2 a quarter of the same-class distance so that each floor shows how far the
+   budget goes), reported against the bars: PSNR against x_b,
    latent distance D2 to E(x_c) against the median D2 of two clean test digits of one class.
 4. Detection: step 1 scores -D2(E(x), E(x_c)) on 1000 clean test digits against the
    disguises (ROC AUROC); step 2 the revelation D(E(x)) compared with x_c (D1, and whether

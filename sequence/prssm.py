@@ -282,9 +282,10 @@ def sample_trajectories(
 
 
 def lagged_inputs(u_TU: jax.Array, lags: int) -> jax.Array:
-    """The tapped delay line of `PRSSMConfig.input_lags`: [T, Du] -> [T, Du (lags + 1)], row t
-    holding (u_t, u_{t-1}, ..., u_{t-lags}), with u_1 standing in for the steps before the
-    record; lags = 0 returns u_TU itself."""
+    """The tapped delay line of `PRSSMConfig.input_lags` (not in the paper: a wider input to
+    eq. (8)'s transition f): [T, Du] -> [T, Du (lags + 1)], row t holding (u_t, u_{t-1}, ...,
+    u_{t-lags}), with u_1 standing in for the steps before the record; lags = 0 returns u_TU
+    itself."""
     if lags == 0:
         return u_TU
     T = u_TU.shape[0]

@@ -223,6 +223,7 @@ def run_autoencoder(
             test_mse=mse,
             test_psnr=float(10 * np.log10(4.0 / mse)),
             latent_scale=float(np.std(z_train)),
+            image_shape=list(x_train.shape[1:]),
             out_of_time=loop.out_of_time,
         )
         with open(os.path.join(run_dir, "results.json"), "w") as f:
@@ -242,8 +243,11 @@ def load_autoencoder(run_dir: str) -> LoadedAutoencoder:
         config = config_lib.from_json(AutoencoderConfig, f.read())
     with open(paths[1]) as f:
         results = json.load(f)
-    x_train, _, _, _ = load_training_images(config)
-    model, init, _ = make_autoencoder_trainer(config, x_train[:1])
+    if "image_shape" in results:  # the data file is not needed, nor read, to load the model
+        example = np.zeros((1, *results["image_shape"]), np.float32)
+    else:  # a run folder written before results.json recorded the shape
+        example = load_training_images(config)[0][:1]
+    model, init, _ = make_autoencoder_trainer(config, example)
     template = init(jax.random.PRNGKey(config.seed))
     restored, _, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
         lambda meta: {"state": template}

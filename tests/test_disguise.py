@@ -282,6 +282,13 @@ def test_autoencoder_latent_ddpm_and_the_disguise_cli(tmp_path, capsys):
     x = np.load(data)["x"]
     z = np.asarray(ae.encode(jnp.zeros((1, 8, 8, 1))))
     assert z.shape == (1, 4, 4, 2)
+    # the run folder alone loads the model: the training data may have moved since
+    os.rename(data, str(tmp_path / "moved.npz"))
+    probe = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 1)), jnp.float32)
+    np.testing.assert_array_equal(
+        load_autoencoder(str(tmp_path / "ae")).encode(probe), ae.encode(probe)
+    )
+    os.rename(str(tmp_path / "moved.npz"), data)
 
     from diffusion.data import load_npz_images
 

@@ -147,8 +147,10 @@ def main() -> None:
     evaluate("ddim50", "ddim", 50, args.samples)
     if args.ancestral_samples:
         evaluate("ancestral1000", "ddpm", config.num_steps, args.ancestral_samples)
-        # same seed and first batch (n >= 256): its first 64 samples are ddim50's; no grid
-        evaluate("ddim50_same_n", "ddim", 50, args.ancestral_samples, grid=False)
+        if args.ancestral_samples == args.samples:  # same seed and n: the same samples
+            rows["ddim50_same_n"] = rows["ddim50"]
+        else:  # same seed and first batch (n >= 256): its first 64 samples are ddim50's
+            evaluate("ddim50_same_n", "ddim", 50, args.ancestral_samples, grid=False)
     print(f"\nfloor (test split vs training split, {n_test} images): FD {floor:.3f}")
     print("| sampler | samples | network calls | FD to train | FD / floor | FD, first 1000 |")
     print("|---|---:|---:|---:|---:|---:|")

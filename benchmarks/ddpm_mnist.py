@@ -4,6 +4,7 @@ within 1.3x of the 1000-step ancestral sampler's distance.
 
     python benchmarks/ddpm_mnist.py [--run RUN_DIR] [--set field=value ...]
         [--samples 10000] [--ancestral-samples 1000] [--seed 0] [--clip-x0 C] [--out JSON]
+        [--ddim-steps 50] [--eta E] [--spacing uniform|quadratic] [--reuse-ancestral JSON]
         [--xla-cpu-threads all|N]
 
 Without --run it trains the default `rlax-zoo train ddpm` config (plus --set overrides)
@@ -16,6 +17,11 @@ features; the Frechet distance of a set of images to the TRAINING split's featur
 floor is the test split's distance (1000 real images never trained on). The distance is
 biased upward for small sets, so each generated set is also compared at the test split's
 size (the first 1000 samples) and the ancestral-versus-DDIM ratio uses equal sizes.
+
+--eta and --spacing set the DDIM sampler's eta and timestep sub-sequence (default: the run's,
+0 and uniform: the deterministic DDIM the bar names). The ancestral sampler needs an hour per
+1000 samples here; --reuse-ancestral takes its row from an earlier output JSON of the same
+run, seed and sample count (the classifier and the samples are deterministic given those).
 """
 
 from __future__ import annotations
@@ -90,6 +96,15 @@ def main() -> None:
         default=None,
         help="Override the run's clip_x0 (x0-hat clipped to [-c, c] in both samplers; 0: none).",
     )
+    p.add_argument("--ddim-steps", type=int, default=50, help="DDIM network calls (the bar: 50).")
+    p.add_argument("--eta", type=float, default=None, help="Override the run's sample_eta.")
+    p.add_argument("--spacing", default=None, help="Override the run's sample_spacing.")
+    p.add_argument(
+        "--reuse-ancestral",
+        default=None,
+        metavar="JSON",
+        help="Take the ancestral row from this earlier output of the same run and seed.",
+    )
     p.add_argument("--root", default="runs/bench-ddpm")
     p.add_argument("--out", default="benchmarks/results/ddpm_mnist.json")
     # 'all' (XLA's default pool) is what `rlax-zoo train ddpm` uses; with 1, two runs share the
@@ -113,9 +128,28 @@ def main() -> None:
     )
 
     x_train, y_train, x_test, y_test = load_training_images(config)
-    if args.clip_x0 is not None:
-        config = dataclasses.replace(config, clip_x0=args.clip_x0)
+    overrides = dict(clip_x0=args.clip_x0, sample_eta=args.eta, sample_spacing=args.spacing)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+        config_lib.validate(config)
         trainer = make_ddpm_trainer(config, x_train)
+    reused = None
+    if args.reuse_ancestral:
+        with open(args.reuse_ancestral) as f:
+            reused = json.load(f)
+        row = reused.get("samplers", {}).get("ancestral1000")
+        same = (
+            os.path.abspath(reused.get("run", "")) == os.path.abspath(run_dir)
+            and reused.get("seed", 0) == args.seed
+            and reused.get("clip_x0") == config.clip_x0
+        )
+        if row is None or not same or row["n"] != args.ancestral_samples:
+            sys.exit(
+                f"--reuse-ancestral: {args.reuse_ancestral} has no ancestral1000 row of run "
+                f"{run_dir}, seed {args.seed}, clip_x0 {config.clip_x0} and "
+                f"{args.ancestral_samples} samples"
+            )
     clf = train_classifier(x_train, y_train, x_test, y_test, seed=args.seed)
     print(f"feature classifier: test accuracy {clf.test_accuracy:.4f}")
     f_train = classifier_features(clf.params, x_train)
@@ -144,25 +178,31 @@ def main() -> None:
         )
         return samples
 
-    evaluate("ddim50", "ddim", 50, args.samples)
+    ddim, S = f"ddim{args.ddim_steps}", args.ddim_steps
+    evaluate(ddim, "ddim", S, args.samples)
     if args.ancestral_samples:
-        evaluate("ancestral1000", "ddpm", config.num_steps, args.ancestral_samples)
+        if reused is not None:
+            rows["ancestral1000"] = dict(reused["samplers"]["ancestral1000"], reused=True)
+            fd = rows["ancestral1000"]["fd"]
+            print(f"ancestral1000: FD {fd:.3f}, from {args.reuse_ancestral}")
+        else:
+            evaluate("ancestral1000", "ddpm", config.num_steps, args.ancestral_samples)
         if args.ancestral_samples == args.samples:  # same seed and n: the same samples
-            rows["ddim50_same_n"] = rows["ddim50"]
-        else:  # same seed and first batch (n >= 256): its first 64 samples are ddim50's
-            evaluate("ddim50_same_n", "ddim", 50, args.ancestral_samples, grid=False)
+            rows[f"{ddim}_same_n"] = rows[ddim]
+        else:  # same seed and first batch (n >= 256): its first 64 samples are the others'
+            evaluate(f"{ddim}_same_n", "ddim", S, args.ancestral_samples, grid=False)
     print(f"\nfloor (test split vs training split, {n_test} images): FD {floor:.3f}")
     print("| sampler | samples | network calls | FD to train | FD / floor | FD, first 1000 |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
-        calls = 50 if name.startswith("ddim") else config.num_steps
+        calls = S if name.startswith("ddim") else config.num_steps
         print(
             f"| {name} | {r['n']} | {calls} | {r['fd']:.3f} | {r['fd'] / floor:.2f} | "
             f"{r['fd_at_test_size']:.3f} |"
         )
     if "ancestral1000" in rows:
-        ratio = rows["ddim50_same_n"]["fd"] / rows["ancestral1000"]["fd"]
-        print(f"DDIM-50 / ancestral-1000 at {args.ancestral_samples} samples: {ratio:.2f}")
+        ratio = rows[f"{ddim}_same_n"]["fd"] / rows["ancestral1000"]["fd"]
+        print(f"DDIM-{S} / ancestral-1000 at {args.ancestral_samples} samples: {ratio:.2f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(
@@ -171,7 +211,10 @@ def main() -> None:
                 run=run_dir,
                 train=results,
                 floor=floor,
+                seed=args.seed,
                 clip_x0=config.clip_x0,
+                sample_eta=config.sample_eta,
+                sample_spacing=config.sample_spacing,
                 classifier_test_accuracy=clf.test_accuracy,
                 samplers=rows,
             ),

@@ -32,6 +32,7 @@ import optax
 
 from diffusion.data import class_split, load_npz_images, to_uint8
 from diffusion.ddpm import (
+    DDIM_SPACINGS,
     ancestral_sample,
     cosine_schedule,
     ddim_sample,
@@ -99,6 +100,16 @@ class DDPMConfig:
     sample_count: int = option(64, "Samples in the final grid (0: none).", low=0)
     sampler: str = option("ddpm", "Sampler for the final grid.", choices=("ddpm", "ddim"))
     sample_steps: int = option(50, "Network calls of the DDIM sampler.", low=1)
+    sample_eta: float = option(
+        0.0,
+        "DDIM's eta (Song et al. 2021, eq. 16): 0 is deterministic DDIM, 1 adds DDPM's posterior "
+        "noise at every strided step.",
+        low=0.0,
+        high=1.0,
+    )
+    sample_spacing: str = option(
+        "uniform", "DDIM's sub-sequence of timesteps.", choices=DDIM_SPACINGS
+    )
     clip_x0: float = option(
         1.0,
         "Clip x0-hat to [-c, c] at every sampling step, as Ho et al.'s released sampler does "
@@ -215,7 +226,16 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
         shape = (n,) + tuple(data.shape[1:])
         clip = config.clip_x0 or None
         if sampler == "ddim":
-            return ddim_sample(eps_fn, schedule, shape, key, num_sample_steps=steps, clip_x0=clip)
+            return ddim_sample(
+                eps_fn,
+                schedule,
+                shape,
+                key,
+                num_sample_steps=steps,
+                eta=config.sample_eta,
+                clip_x0=clip,
+                spacing=config.sample_spacing,
+            )
         return ancestral_sample(eps_fn, schedule, shape, key, sigma="beta", clip_x0=clip)
 
     return DDPMTrainer(config, net, schedule, init, train_chunk, sample)
@@ -346,8 +366,11 @@ def sample_from_run(
     steps: int = 50,
     seed: int = 0,
     out: str | None = None,
+    eta: float | None = None,
+    spacing: str | None = None,
 ) -> tuple[str, np.ndarray]:
-    """Load a run's newest checkpoint and write a grid of n samples (EMA parameters).
+    """Load a run's newest checkpoint and write a grid of n samples (EMA parameters). eta and
+    spacing, when given, replace the run's sample_eta and sample_spacing (DDIM only).
 
     Returns:
       (the PNG's path, the samples [n, H, W, C] in [-1, 1]).
@@ -359,6 +382,9 @@ def sample_from_run(
         raise CheckpointError(f"run: {run_dir!r} is not a run folder (no config.json)")
     with open(path) as f:
         config = config_lib.from_json(DDPMConfig, f.read())
+    overrides = dict(sample_eta=eta, sample_spacing=spacing)
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config_lib.validate(config)
     if n < 1:
         raise ConfigError(f"n: must be >= 1, got {n}")
     if sampler not in ("ddpm", "ddim"):

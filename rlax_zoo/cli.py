@@ -151,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ancestral sampling (T network calls) or strided DDIM (default: ddpm).",
     )
     sample.add_argument("--steps", type=int, default=50, help="DDIM network calls (default: 50).")
+    sample.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="DDIM's eta in [0, 1]: 0 deterministic (default: the run's sample_eta).",
+    )
+    sample.add_argument(
+        "--spacing",
+        default=None,
+        help="DDIM's timesteps, uniform or quadratic (default: the run's sample_spacing).",
+    )
     sample.add_argument("--seed", type=int, default=0, help="Sampling seed (default: 0).")
     sample.add_argument("--out", default=None, help="PNG path (default: in the run folder).")
     disguise = sub.add_parser(
@@ -285,7 +296,14 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             path, _ = sample_from_run(
-                args.run, args.n, args.sampler, args.steps, args.seed, args.out
+                args.run,
+                args.n,
+                args.sampler,
+                args.steps,
+                args.seed,
+                args.out,
+                eta=args.eta,
+                spacing=args.spacing,
             )
         except (config_lib.ConfigError, CheckpointError, ImageDataError) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)

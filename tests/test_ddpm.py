@@ -152,6 +152,23 @@ def test_ddim_is_deterministic_given_x_T_and_uses_strided_steps():
     assert len(calls) == 1  # traced once inside one lax.scan of 50 steps
     with pytest.raises(ValueError, match="num_sample_steps"):
         ddim_timesteps(10, 11)
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sample(eps_fn, s, (2, 1), jax.random.key(0), 50, eta=1.5)
+    with pytest.raises(ValueError, match="spacing"):
+        ddim_timesteps(1000, 50, "cubic")
+
+
+def test_quadratic_ddim_timesteps_are_strictly_increasing_from_one_to_T():
+    """tau_i = 1 + round((T - 1)(i / S)^2), raised to stay strictly increasing."""
+    taus = np.asarray(ddim_timesteps(1000, 50, "quadratic"))
+    np.testing.assert_array_equal(taus[:6], [1, 3, 5, 7, 11, 15])  # 1 + round(999 i^2 / 2500)
+    assert taus[-2:].tolist() == [960, 1000]
+    for T in range(1, 121):
+        for S in range(1, T + 1):
+            taus = np.asarray(ddim_timesteps(T, S, "quadratic"))
+            assert len(taus) == S and taus[0] >= 1 and taus[-1] == T, (T, S, taus)
+            assert np.all(np.diff(taus) > 0), (T, S, taus)
+    np.testing.assert_array_equal(ddim_timesteps(7, 7, "quadratic"), np.arange(1, 8))
 
 
 def test_simple_loss_is_zero_for_the_exact_predictor_of_a_point_mass():
@@ -329,6 +346,8 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     assert os.path.exists(out) and "wrote 9 samples" in capsys.readouterr().out
     assert cli.main(["sample", "--run", str(tmp_path / "full"), "--steps", "500"]) == 2
     assert "steps" in capsys.readouterr().err
+    assert cli.main(["sample", "--run", str(tmp_path / "full"), "--eta", "2"]) == 2
+    assert "sample_eta" in capsys.readouterr().err
     missing = ["--data", str(tmp_path / "none.npz"), "--run-dir", str(tmp_path / "failed")]
     assert cli.main(["train", "ddpm", *missing]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--spacing",
         default=None,
+        choices=("uniform", "quadratic"),
         help="DDIM's timesteps, uniform or quadratic (default: the run's sample_spacing).",
     )
     sample.add_argument("--seed", type=int, default=0, help="Sampling seed (default: 0).")

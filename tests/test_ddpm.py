@@ -348,6 +348,9 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     assert "steps" in capsys.readouterr().err
     assert cli.main(["sample", "--run", str(tmp_path / "full"), "--eta", "2"]) == 2
     assert "sample_eta" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        cli.main(["sample", "--run", str(tmp_path / "full"), "--spacing", "cubic"])
+    assert "quadratic" in capsys.readouterr().err
     missing = ["--data", str(tmp_path / "none.npz"), "--run-dir", str(tmp_path / "failed")]
     assert cli.main(["train", "ddpm", *missing]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -263,7 +263,7 @@ def ddim_sample(
     Returns:
       [B, ...] samples x_0.
     """
-    if not 0.0 <= eta <= 1.0:
+    if isinstance(eta, int | float) and not 0.0 <= eta <= 1.0:  # a traced eta is not checked
         raise ValueError(f"eta: must be in [0, 1] (0: DDIM, 1: DDPM-like), got {eta}")
     taus = ddim_timesteps(schedule.num_steps, num_sample_steps, spacing)
     prev = jnp.concatenate([jnp.zeros((1,), jnp.int32), taus[:-1]])

@@ -128,13 +128,12 @@ def main() -> None:
     )
 
     x_train, y_train, x_test, y_test = load_training_images(config)
-    overrides = dict(clip_x0=args.clip_x0, sample_eta=args.eta, sample_spacing=args.spacing)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
-        config_lib.validate(config)
-        trainer = make_ddpm_trainer(config, x_train)
-    reused = None
+    given = config_lib.replace_given(
+        config, clip_x0=args.clip_x0, sample_eta=args.eta, sample_spacing=args.spacing
+    )
+    if given is not config:
+        config, trainer = given, make_ddpm_trainer(given, x_train)
+    row = None  # the reused ancestral row
     if args.reuse_ancestral:
         with open(args.reuse_ancestral) as f:
             reused = json.load(f)
@@ -181,10 +180,9 @@ def main() -> None:
     ddim, S = f"ddim{args.ddim_steps}", args.ddim_steps
     evaluate(ddim, "ddim", S, args.samples)
     if args.ancestral_samples:
-        if reused is not None:
-            rows["ancestral1000"] = dict(reused["samplers"]["ancestral1000"], reused=True)
-            fd = rows["ancestral1000"]["fd"]
-            print(f"ancestral1000: FD {fd:.3f}, from {args.reuse_ancestral}")
+        if row is not None:
+            rows["ancestral1000"] = dict(row, reused=True)
+            print(f"ancestral1000: FD {row['fd']:.3f}, from {args.reuse_ancestral}")
         else:
             evaluate("ancestral1000", "ddpm", config.num_steps, args.ancestral_samples)
         if args.ancestral_samples == args.samples:  # same seed and n: the same samples

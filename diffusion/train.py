@@ -382,9 +382,7 @@ def sample_from_run(
         raise CheckpointError(f"run: {run_dir!r} is not a run folder (no config.json)")
     with open(path) as f:
         config = config_lib.from_json(DDPMConfig, f.read())
-    overrides = dict(sample_eta=eta, sample_spacing=spacing)
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    config_lib.validate(config)
+    config = config_lib.replace_given(config, sample_eta=eta, sample_spacing=spacing)
     if n < 1:
         raise ConfigError(f"n: must be >= 1, got {n}")
     if sampler not in ("ddpm", "ddim"):

@@ -153,6 +153,17 @@ def from_args(cls, namespace: argparse.Namespace, base=None):
     return dataclasses.replace(base, **updates)
 
 
+def replace_given(config, **values):
+    """`config` with each field in `values` that is not None replaced, then validated (a
+    command's optional overrides of a run's saved config)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return config
+    config = dataclasses.replace(config, **given)
+    validate(config)
+    return config
+
+
 def parse_overrides(cls, items: list[str]) -> dict[str, Any]:
     """`["field=value", ...]` (a benchmark's --set flags) -> {field: value typed as the
     dataclass `cls` declares it}; an unknown field raises ConfigError naming it."""

@@ -374,3 +374,14 @@ def test_benchmark_overrides_are_typed_by_the_config():
     assert out == {"seq_len": 50, "shared_noise": True, "lr_schedule": "constant"}
     with pytest.raises(ConfigError, match="nope"):
         parse_overrides(PRSSMConfig, ["nope=1"])
+
+
+def test_replace_given_keeps_none_fields_and_validates():
+    from rlax_zoo.config import replace_given
+
+    base = PRSSMConfig()
+    assert replace_given(base, seq_len=None) is base
+    new = replace_given(base, seq_len=50, batch_size=None)
+    assert (new.seq_len, new.batch_size) == (50, base.batch_size)
+    with pytest.raises(ConfigError, match="seq_len"):
+        replace_given(base, seq_len=1)  # below its low of 2

@@ -9,7 +9,8 @@ schedule hold index 0 for t = 1.
 Papers: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (eqs. (4), (6),
 (7), (11), (14), Algorithms 1 and 2); Nichol & Dhariwal 2021 (the cosine schedule, eq. 17);
 Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models" (eq. (12), the strided
-sampler).
+sampler); Salimans & Ho 2022, "Progressive Distillation for Fast Sampling of Diffusion
+Models" (the v parameterisation).
 """
 
 from __future__ import annotations
@@ -109,12 +110,33 @@ def q_sample(schedule: Schedule, x0: jax.Array, t_B: jax.Array, eps: jax.Array) 
     return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps
 
 
+PREDICTIONS = ("eps", "v")
+
+
+def v_target(schedule: Schedule, x0: jax.Array, t_B: jax.Array, eps: jax.Array) -> jax.Array:
+    """v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0, the "velocity" target of
+    Salimans & Ho 2022 (Sec. 4 and App. D): x0 [B, ...], t_B [B], eps [B, ...] -> [B, ...]."""
+    ab = _at(schedule.alpha_bars, t_B, x0)
+    return jnp.sqrt(ab) * eps - jnp.sqrt(1.0 - ab) * x0
+
+
+def eps_from_v(schedule: Schedule, x_t: jax.Array, t_B: jax.Array, v: jax.Array) -> jax.Array:
+    """eps = sqrt(1 - alpha-bar_t) x_t + sqrt(alpha-bar_t) v, the noise that a v-prediction
+    [B, ...] implies at x_t [B, ...] (Salimans & Ho 2022, App. D; with x_t from eq. (4) and v
+    from `v_target` it is exact). The samplers take eps_fn, so a v-network is wrapped by this.
+    Its x0-hat, sqrt(alpha-bar_t) x_t - sqrt(1 - alpha-bar_t) v, does not divide the network's
+    error by sqrt(alpha-bar_t) as eps-prediction's does at high noise."""
+    ab = _at(schedule.alpha_bars, t_B, x_t)
+    return jnp.sqrt(1.0 - ab) * x_t + jnp.sqrt(ab) * v
+
+
 def simple_loss(
     eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
     schedule: Schedule,
     x0: jax.Array,
     key: jax.Array,
     min_snr_gamma: float | None = None,
+    prediction: str = "eps",
 ) -> jax.Array:
     """L_simple = E_{t, eps} ||eps - eps_theta(x_t, t)||^2 with t ~ U{1..T} (Ho et al. 2020,
     eq. (14), Algorithm 1), averaged over the batch and the data dimensions.
@@ -124,21 +146,32 @@ def simple_loss(
     al. 2023 (Sec. 3.4) for the eps parameterisation, which down-weights the easy low-noise
     steps (weight 1 wherever SNR_t <= gamma). None: the paper's uniform weights.
 
+    prediction="v" is for a network that outputs v (`v_target`; eps_fn then wraps it with
+    `eps_from_v`): since v - v_hat = (eps - eps_hat) / sqrt(alpha-bar_t), the uniform weights
+    become 1 / alpha-bar_t = (SNR_t + 1) / SNR_t, i.e. the mean ||v - v_hat||^2 of Salimans &
+    Ho 2022, and Hang et al.'s Min-SNR weights for v, min(SNR_t, gamma) / (SNR_t + 1) on the v
+    error, equal the eps weights above on the eps error: one objective, two outputs.
+
     Args:
       eps_fn: (x_t [B, ...], t [B]) -> eps_hat [B, ...].
       x0: [B, ...] data batch.
+      prediction: "eps" or "v", what the network behind eps_fn outputs.
     Returns:
       [] the loss.
     """
     if min_snr_gamma is not None and not min_snr_gamma > 0:
         raise ValueError(f"min_snr_gamma: must be > 0 or None, got {min_snr_gamma}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction: must be one of {PREDICTIONS}, got {prediction!r}")
     k_t, k_eps = jax.random.split(key)
     t = jax.random.randint(k_t, x0.shape[:1], 1, schedule.num_steps + 1)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     err = (eps - eps_fn(q_sample(schedule, x0, t, eps), t)) ** 2
-    if min_snr_gamma is None:
+    if min_snr_gamma is None and prediction == "eps":
         return jnp.mean(err)
     ab = _at(schedule.alpha_bars, t, x0)
+    if min_snr_gamma is None:
+        return jnp.mean(err / ab)
     snr = ab / (1.0 - ab)
     return jnp.mean(jnp.minimum(snr, min_snr_gamma) / snr * err)
 
@@ -246,6 +279,7 @@ def ddim_sample(
     eta: float = 0.0,
     clip_x0: float | None = None,
     spacing: str = "uniform",
+    rederive_eps: bool = True,
 ) -> jax.Array:
     """The strided sampler of Song et al. 2021, eq. (12), over tau_S > ... > tau_1:
     x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z,
@@ -260,6 +294,10 @@ def ddim_sample(
       eta: 0 (DDIM) to 1 (DDPM-like stochasticity).
       clip_x0: optional clipping of x0_hat to [-clip_x0, clip_x0].
       spacing: "uniform" or "quadratic" sub-sequence tau (`ddim_timesteps`).
+      rederive_eps: with clip_x0, whether the direction term uses the eps that the clipped
+        x0_hat implies, (x - sqrt(ab) x0_hat) / sqrt(1 - ab) (GLIDE's choice, diffusers'
+        `use_clipped_model_output=True`), or the network's own eps_hat (diffusers' default).
+        Song et al.'s sampler does not clip, so eq. (12) settles neither.
     Returns:
       [B, ...] samples x_0.
     """
@@ -280,7 +318,8 @@ def ddim_sample(
         x0 = predict_x0(schedule, x, t_B, eps)
         if clip_x0 is not None:
             x0 = jnp.clip(x0, -clip_x0, clip_x0)
-            eps = (x - jnp.sqrt(ab) * x0) / jnp.sqrt(1.0 - ab)
+            if rederive_eps:
+                eps = (x - jnp.sqrt(ab) * x0) / jnp.sqrt(1.0 - ab)
         sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
         direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
         x_prev = jnp.sqrt(ab_prev) * x0 + direction + sigma * jax.random.normal(k, x.shape)

@@ -33,9 +33,11 @@ import optax
 from diffusion.data import class_split, load_npz_images, to_uint8
 from diffusion.ddpm import (
     DDIM_SPACINGS,
+    PREDICTIONS,
     ancestral_sample,
     cosine_schedule,
     ddim_sample,
+    eps_from_v,
     linear_schedule,
     simple_loss,
 )
@@ -89,6 +91,12 @@ class DDPMConfig:
         "Min-SNR-gamma loss weighting (Hang et al. 2023): each step's error weighted by "
         "min(SNR_t, gamma) / SNR_t; 0: Ho et al.'s uniform L_simple.",
         low=0.0,
+    )
+    prediction: str = option(
+        "eps",
+        "What the U-Net outputs: eps (Ho et al.) or v = sqrt(ab) eps - sqrt(1 - ab) x0 "
+        "(Salimans & Ho 2022); the samplers use the eps that v implies.",
+        choices=PREDICTIONS,
     )
     ema_decay: float = option(
         0.999, "EMA decay of the sampling parameters.", low=0.0, high=1.0, high_open=True
@@ -180,6 +188,9 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
     )
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
 
+    def as_eps(out, x, t):  # the network's output as a noise prediction
+        return out if config.prediction == "eps" else eps_from_v(schedule, x, t, out)
+
     def init(key):
         k_params, k_run = jax.random.split(key)
         params = net.init(k_params, data[:1], jnp.ones((1,), jnp.int32))["params"]
@@ -192,9 +203,12 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
 
         def loss_fn(params):
             def eps_fn(x, t):
-                return net.apply({"params": params}, x, t, train=True, rngs={"dropout": k_drop})
+                out = net.apply({"params": params}, x, t, train=True, rngs={"dropout": k_drop})
+                return as_eps(out, x, t)
 
-            return simple_loss(eps_fn, schedule, x0, k_loss, config.min_snr_gamma or None)
+            return simple_loss(
+                eps_fn, schedule, x0, k_loss, config.min_snr_gamma or None, config.prediction
+            )
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -221,7 +235,7 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
 
     def sample(params, key, n, sampler="ddpm", steps=50):
         def eps_fn(x, t):
-            return net.apply({"params": params}, x, t, train=False)
+            return as_eps(net.apply({"params": params}, x, t, train=False), x, t)
 
         shape = (n,) + tuple(data.shape[1:])
         clip = config.clip_x0 or None

@@ -23,11 +23,13 @@ from diffusion.ddpm import (
     cosine_schedule,
     ddim_sample,
     ddim_timesteps,
+    eps_from_v,
     linear_schedule,
     posterior_mean,
     predict_x0,
     q_sample,
     simple_loss,
+    v_target,
 )
 from diffusion.metrics import frechet_distance
 from diffusion.unet import UNet, timestep_embedding
@@ -210,6 +212,58 @@ def test_min_snr_weighting_against_numpy():
         simple_loss(eps_fn, s, x0, key, min_snr_gamma=0.0)
 
 
+def test_v_target_and_eps_from_v_invert_each_other():
+    """Salimans & Ho 2022: with x_t = a x0 + s eps and v = a eps - s x0 (a^2 + s^2 = 1),
+    eps = s x_t + a v and x0 = a x_t - s v, at every t including T."""
+    s = linear_schedule(1000)
+    k0, k1 = jax.random.split(jax.random.key(5))
+    x0 = jax.random.normal(k0, (5, 3, 2))
+    eps = jax.random.normal(k1, x0.shape)
+    t = jnp.array([1, 10, 500, 999, 1000])
+    x_t = q_sample(s, x0, t, eps)
+    v = v_target(s, x0, t, eps)
+    ab = np.asarray(s.alpha_bars)[np.asarray(t) - 1][:, None, None]
+    np.testing.assert_allclose(
+        v, np.sqrt(ab) * np.asarray(eps) - np.sqrt(1 - ab) * np.asarray(x0), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(eps_from_v(s, x_t, t, v), eps, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(ab) * x_t - np.sqrt(1 - ab) * v, x0, atol=1e-5)
+    # x0-hat from v keeps a network error e as large as (1 - ab)^0.5 e; from eps it is divided
+    # by sqrt(ab): 158x at t = T
+    e = 0.01
+    from_v = predict_x0(s, x_t, t, eps_from_v(s, x_t, t, v + e)) - x0
+    from_eps = predict_x0(s, x_t, t, eps + e) - x0
+    np.testing.assert_allclose(np.abs(from_v[-1]), e * np.sqrt(1 - ab[-1, 0, 0]), rtol=1e-2)
+    assert float(jnp.abs(from_eps[-1]).mean()) == pytest.approx(e / np.sqrt(ab[-1, 0, 0]), 1e-2)
+
+
+@pytest.mark.parametrize("gamma", [None, 5.0])
+def test_v_prediction_loss_is_the_mean_squared_v_error(gamma):
+    """prediction="v": uniform weights give mean ||v - v_hat||^2; Min-SNR-gamma gives Hang et
+    al.'s v weights min(SNR, gamma) / (SNR + 1); both computed here in float64."""
+    s = linear_schedule(1000)
+    x0 = jax.random.normal(jax.random.key(6), (64, 2, 3))
+    key = jax.random.key(7)
+    v_net = lambda x, t: 0.3 * x - 0.1  # noqa: E731
+
+    def eps_fn(x, t):
+        return eps_from_v(s, x, t, v_net(x, t))
+
+    got = float(simple_loss(eps_fn, s, x0, key, min_snr_gamma=gamma, prediction="v"))
+    k_t, k_eps = jax.random.split(key)
+    t = np.asarray(jax.random.randint(k_t, (64,), 1, 1001))
+    eps = np.asarray(jax.random.normal(k_eps, x0.shape), np.float64)
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[t - 1][:, None, None]
+    x0_64 = np.asarray(x0, np.float64)
+    x_t = np.sqrt(ab) * x0_64 + np.sqrt(1 - ab) * eps
+    v = np.sqrt(ab) * eps - np.sqrt(1 - ab) * x0_64
+    snr = ab / (1 - ab)
+    w = 1.0 if gamma is None else np.minimum(snr, gamma) / (snr + 1)
+    assert got == pytest.approx(np.mean(w * (v - (0.3 * x_t - 0.1)) ** 2), rel=1e-4)
+    with pytest.raises(ValueError, match="prediction"):
+        simple_loss(eps_fn, s, x0, key, prediction="x0")
+
+
 def test_timestep_embedding_by_hand():
     e = np.asarray(timestep_embedding(jnp.array([0, 3]), 4, max_period=100.0))
     np.testing.assert_allclose(e[0], [0, 0, 1, 1], atol=1e-7)
@@ -374,6 +428,29 @@ def test_ema_warm_up_forgets_the_initial_weights(tmp_path):
         strict=True,
     ):
         np.testing.assert_allclose(np.asarray(e1), 0.1 * e0 + 0.9 * np.asarray(p1), atol=1e-6)
+
+
+def test_a_v_prediction_run_learns_and_its_samplers_use_the_implied_eps(tmp_path):
+    """`prediction="v"`: the run test's tiny problem is learned (the loss halves in 150
+    steps), and the trainer's samplers use the eps that v implies: one DDIM step from T
+    returns x0-hat = sqrt(ab_T) x_T - sqrt(1 - ab_T) v, clipped."""
+    from diffusion.data import load_npz_images
+    from diffusion.train import DDPMConfig, make_ddpm_trainer
+
+    x, _ = load_npz_images(bars_dataset(str(tmp_path / "bars.npz")))
+    trainer = make_ddpm_trainer(DDPMConfig(**TINY, iterations=1, prediction="v"), x)
+    state = trainer.init(jax.random.PRNGKey(0))
+    state, m = trainer.train_chunk(state, 150)
+    losses = np.asarray(m["loss"])
+    assert losses[-20:].mean() < 0.5 * losses[:20].mean(), losses
+    params, key = state.params, jax.random.PRNGKey(2)
+    one = trainer.sample(params, key, 3, "ddim", 1)  # a single step from T: x0-hat, clipped
+    x_T = jax.random.normal(jax.random.split(key)[0], one.shape)
+    t = jnp.full((3,), 100, jnp.int32)
+    v = trainer.net.apply({"params": params}, x_T, t, train=False)
+    ab = float(trainer.schedule.alpha_bars[-1])
+    want = np.clip(np.sqrt(ab) * np.asarray(x_T) - np.sqrt(1 - ab) * np.asarray(v), -1, 1)
+    np.testing.assert_allclose(one, want, atol=1e-4)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])

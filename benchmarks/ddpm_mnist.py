@@ -4,7 +4,8 @@ within 1.3x of the 1000-step ancestral sampler's distance.
 
     python benchmarks/ddpm_mnist.py [--run RUN_DIR] [--set field=value ...]
         [--samples 10000] [--ancestral-samples 1000] [--seed 0] [--clip-x0 C] [--out JSON]
-        [--ddim-steps 50] [--eta E] [--spacing uniform|quadratic] [--reuse-ancestral JSON]
+        [--ddim-steps 50] [--eta E] [--spacing uniform|quadratic] [--[no-]rederive-eps]
+        [--reuse-ancestral JSON]
         [--xla-cpu-threads all|N]
 
 Without --run it trains the default `rlax-zoo train ddpm` config (plus --set overrides)
@@ -19,7 +20,8 @@ biased upward for small sets, so each generated set is also compared at the test
 size (the first 1000 samples) and the ancestral-versus-DDIM ratio uses equal sizes.
 
 --eta and --spacing set the DDIM sampler's eta and timestep sub-sequence (default: the run's,
-0 and uniform: the deterministic DDIM the bar names). The ancestral sampler needs an hour per
+0 and uniform: the deterministic DDIM the bar names); --no-rederive-eps keeps the network's
+eps in DDIM's direction term after x0-hat is clipped. The ancestral sampler needs an hour per
 1000 samples here; --reuse-ancestral takes its row from an earlier output JSON of the same
 run, seed and sample count (the classifier and the samples are deterministic given those).
 """
@@ -100,6 +102,12 @@ def main() -> None:
     p.add_argument("--eta", type=float, default=None, help="Override the run's sample_eta.")
     p.add_argument("--spacing", default=None, help="Override the run's sample_spacing.")
     p.add_argument(
+        "--rederive-eps",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="Override the run's sample_rederive_eps (DDIM's direction term after clipping).",
+    )
+    p.add_argument(
         "--reuse-ancestral",
         default=None,
         metavar="JSON",
@@ -129,7 +137,11 @@ def main() -> None:
 
     x_train, y_train, x_test, y_test = load_training_images(config)
     given = config_lib.replace_given(
-        config, clip_x0=args.clip_x0, sample_eta=args.eta, sample_spacing=args.spacing
+        config,
+        clip_x0=args.clip_x0,
+        sample_eta=args.eta,
+        sample_spacing=args.spacing,
+        sample_rederive_eps=args.rederive_eps,
     )
     if given is not config:
         config, trainer = given, make_ddpm_trainer(given, x_train)
@@ -213,6 +225,8 @@ def main() -> None:
                 clip_x0=config.clip_x0,
                 sample_eta=config.sample_eta,
                 sample_spacing=config.sample_spacing,
+                sample_rederive_eps=config.sample_rederive_eps,
+                prediction=config.prediction,
                 classifier_test_accuracy=clf.test_accuracy,
                 samplers=rows,
             ),

@@ -118,6 +118,11 @@ class DDPMConfig:
     sample_spacing: str = option(
         "uniform", "DDIM's sub-sequence of timesteps.", choices=DDIM_SPACINGS
     )
+    sample_rederive_eps: bool = option(
+        True,
+        "DDIM with clip_x0: True uses the eps that the clipped x0-hat implies in the direction "
+        "term (GLIDE); False keeps the network's eps (diffusers' default).",
+    )
     clip_x0: float = option(
         1.0,
         "Clip x0-hat to [-c, c] at every sampling step, as Ho et al.'s released sampler does "
@@ -249,6 +254,7 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
                 eta=config.sample_eta,
                 clip_x0=clip,
                 spacing=config.sample_spacing,
+                rederive_eps=config.sample_rederive_eps,
             )
         return ancestral_sample(eps_fn, schedule, shape, key, sigma="beta", clip_x0=clip)
 
@@ -382,9 +388,11 @@ def sample_from_run(
     out: str | None = None,
     eta: float | None = None,
     spacing: str | None = None,
+    rederive_eps: bool | None = None,
 ) -> tuple[str, np.ndarray]:
-    """Load a run's newest checkpoint and write a grid of n samples (EMA parameters). eta and
-    spacing, when given, replace the run's sample_eta and sample_spacing (DDIM only).
+    """Load a run's newest checkpoint and write a grid of n samples (EMA parameters). eta,
+    spacing and rederive_eps, when given, replace the run's sample_eta, sample_spacing and
+    sample_rederive_eps (DDIM only).
 
     Returns:
       (the PNG's path, the samples [n, H, W, C] in [-1, 1]).
@@ -396,7 +404,9 @@ def sample_from_run(
         raise CheckpointError(f"run: {run_dir!r} is not a run folder (no config.json)")
     with open(path) as f:
         config = config_lib.from_json(DDPMConfig, f.read())
-    config = config_lib.replace_given(config, sample_eta=eta, sample_spacing=spacing)
+    config = config_lib.replace_given(
+        config, sample_eta=eta, sample_spacing=spacing, sample_rederive_eps=rederive_eps
+    )
     if n < 1:
         raise ConfigError(f"n: must be >= 1, got {n}")
     if sampler not in ("ddpm", "ddim"):

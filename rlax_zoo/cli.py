@@ -163,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("uniform", "quadratic"),
         help="DDIM's timesteps, uniform or quadratic (default: the run's sample_spacing).",
     )
+    sample.add_argument(
+        "--rederive-eps",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="DDIM with clipping: use the eps of the clipped x0-hat, or the network's "
+        "(default: the run's sample_rederive_eps).",
+    )
     sample.add_argument("--seed", type=int, default=0, help="Sampling seed (default: 0).")
     sample.add_argument("--out", default=None, help="PNG path (default: in the run folder).")
     disguise = sub.add_parser(
@@ -305,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.out,
                 eta=args.eta,
                 spacing=args.spacing,
+                rederive_eps=args.rederive_eps,
             )
         except (config_lib.ConfigError, CheckpointError, ImageDataError) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)

@@ -160,6 +160,30 @@ def test_ddim_is_deterministic_given_x_T_and_uses_strided_steps():
         ddim_timesteps(1000, 50, "cubic")
 
 
+@pytest.mark.parametrize("rederive_eps", [True, False])
+def test_clipped_ddim_steps_against_numpy(rederive_eps):
+    """Two DDIM steps (T = 10, taus 5 and 10, eta 0) with x0-hat clipped at 1, in float64:
+    the direction term uses the eps of the clipped x0-hat, or the network's own eps."""
+    s = linear_schedule(10, 1e-4, 0.2)
+    key = jax.random.key(8)
+    eps_fn = lambda x, t: 0.5 * x - 0.2  # noqa: E731  x0-hat leaves [-1, 1] at t = 10
+    got = ddim_sample(eps_fn, s, (6, 2), key, 2, clip_x0=1.0, rederive_eps=rederive_eps)
+    x = np.asarray(jax.random.normal(jax.random.split(key)[0], (6, 2)), np.float64)
+    ab_all = np.concatenate([[1.0], np.cumprod(1 - np.linspace(1e-4, 0.2, 10))])
+    clipped = 0
+    for t, t_prev in ((10, 5), (5, 0)):
+        ab, abp = ab_all[t], ab_all[t_prev]
+        eps = 0.5 * x - 0.2
+        x0 = (x - np.sqrt(1 - ab) * eps) / np.sqrt(ab)
+        clipped += np.sum(np.abs(x0) > 1)
+        x0 = np.clip(x0, -1, 1)
+        if rederive_eps:
+            eps = (x - np.sqrt(ab) * x0) / np.sqrt(1 - ab)
+        x = np.sqrt(abp) * x0 + np.sqrt(1 - abp) * eps
+    assert clipped > 0
+    np.testing.assert_allclose(got, x, rtol=1e-4, atol=1e-5)
+
+
 def test_quadratic_ddim_timesteps_are_strictly_increasing_from_one_to_T():
     """tau_i = 1 + round((T - 1)(i / S)^2), raised to stay strictly increasing."""
     taus = np.asarray(ddim_timesteps(1000, 50, "quadratic"))
@@ -393,6 +417,7 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
         "ddim",
         "--steps",
         "5",
+        "--no-rederive-eps",
         "--out",
         out,
     ]

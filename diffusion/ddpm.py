@@ -279,7 +279,7 @@ def ddim_sample(
     eta: float = 0.0,
     clip_x0: float | None = None,
     spacing: str = "uniform",
-    rederive_eps: bool = True,
+    rederive_eps: bool = False,
 ) -> jax.Array:
     """The strided sampler of Song et al. 2021, eq. (12), over tau_S > ... > tau_1:
     x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z,
@@ -296,8 +296,10 @@ def ddim_sample(
       spacing: "uniform" or "quadratic" sub-sequence tau (`ddim_timesteps`).
       rederive_eps: with clip_x0, whether the direction term uses the eps that the clipped
         x0_hat implies, (x - sqrt(ab) x0_hat) / sqrt(1 - ab) (GLIDE's choice, diffusers'
-        `use_clipped_model_output=True`), or the network's own eps_hat (diffusers' default).
-        Song et al.'s sampler does not clip, so eq. (12) settles neither.
+        `use_clipped_model_output=True`), or the network's own eps_hat (False, the default,
+        as in diffusers). Song et al.'s sampler does not clip, so eq. (12) settles neither;
+        on MNIST-5k, False gave the better FD with an eps network and True with a v network
+        (benchmarks/RESULTS.md, session 19).
     Returns:
       [B, ...] samples x_0.
     """

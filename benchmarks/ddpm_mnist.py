@@ -20,9 +20,9 @@ biased upward for small sets, so each generated set is also compared at the test
 size (the first 1000 samples) and the ancestral-versus-DDIM ratio uses equal sizes.
 
 --eta and --spacing set the DDIM sampler's eta and timestep sub-sequence (default: the run's,
-0 and uniform: the deterministic DDIM the bar names). --rederive-eps makes DDIM's direction
-term use the eps of the clipped x0-hat rather than the network's (the default before
-session 19: add it to reproduce earlier DDIM rows). The ancestral sampler needs an hour per
+0 and uniform: the deterministic DDIM the bar names). --no-rederive-eps makes DDIM's
+direction term keep the network's eps after x0-hat is clipped, instead of the clipped
+x0-hat's eps. The ancestral sampler needs an hour per
 1000 samples here; --reuse-ancestral takes its row from an earlier output JSON of the same
 run, seed and sample count (the classifier and the samples are deterministic given those).
 """

@@ -279,7 +279,7 @@ def ddim_sample(
     eta: float = 0.0,
     clip_x0: float | None = None,
     spacing: str = "uniform",
-    rederive_eps: bool = False,
+    rederive_eps: bool = True,
 ) -> jax.Array:
     """The strided sampler of Song et al. 2021, eq. (12), over tau_S > ... > tau_1:
     x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z,
@@ -296,10 +296,11 @@ def ddim_sample(
       spacing: "uniform" or "quadratic" sub-sequence tau (`ddim_timesteps`).
       rederive_eps: with clip_x0, whether the direction term uses the eps that the clipped
         x0_hat implies, (x - sqrt(ab) x0_hat) / sqrt(1 - ab) (GLIDE's choice, diffusers'
-        `use_clipped_model_output=True`), or the network's own eps_hat (False, the default,
-        as in diffusers). Song et al.'s sampler does not clip, so eq. (12) settles neither;
-        on MNIST-5k, False gave the better FD with an eps network and True with a v network
-        (benchmarks/RESULTS.md, session 19).
+        `use_clipped_model_output=True`; the default), or the network's own eps_hat
+        (diffusers' default). Song et al.'s sampler does not clip, so eq. (12) settles
+        neither. On MNIST-5k (benchmarks/RESULTS.md, session 19) False gave the better FD at
+        50 steps with an eps network, but a far worse one at 200 steps (the clipped x0 and the
+        unclipped eps disagree at every step, and the error grows with the steps).
     Returns:
       [B, ...] samples x_0.
     """

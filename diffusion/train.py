@@ -119,10 +119,10 @@ class DDPMConfig:
         "uniform", "DDIM's sub-sequence of timesteps.", choices=DDIM_SPACINGS
     )
     sample_rederive_eps: bool = option(
-        False,
+        True,
         "DDIM with clip_x0: True uses the eps that the clipped x0-hat implies in the direction "
-        "term (GLIDE; better for prediction=v here); False keeps the network's eps (diffusers' "
-        "default; DDIM-50's FD 10.95 against 12.22 for True, benchmarks/RESULTS.md).",
+        "term (GLIDE); False keeps the network's eps (diffusers' default: better FD at 50 "
+        "steps here, far worse at 200, benchmarks/RESULTS.md).",
     )
     clip_x0: float = option(
         1.0,

@@ -417,7 +417,7 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
         "ddim",
         "--steps",
         "5",
-        "--rederive-eps",
+        "--no-rederive-eps",
         "--out",
         out,
     ]

@@ -85,6 +85,12 @@ class DDPMConfig:
         low_open=True,
     )
     warmup_steps: int = option(100, "Linear learning-rate warm-up steps.", low=0)
+    lr_schedule: str = option(
+        "constant",
+        "Learning rate after the warm-up: constant, or cosine decay to 0 at `iterations` "
+        "(pick `iterations` to fit a time budget; a resume cannot extend it).",
+        choices=("constant", "cosine"),
+    )
     max_grad_norm: float = option(1.0, "Global gradient-norm clip.", low=0.0, low_open=True)
     min_snr_gamma: float = option(
         5.0,
@@ -135,6 +141,11 @@ class DDPMConfig:
     def check(self):
         if self.schedule == "linear" and self.beta_1 > self.beta_T:
             raise ConfigError(f"beta_1: must be <= beta_T ({self.beta_T}), got {self.beta_1}")
+        if self.lr_schedule == "cosine" and self.iterations <= self.warmup_steps:
+            raise ConfigError(
+                f"iterations: the cosine decay needs more than warmup_steps "
+                f"({self.warmup_steps}), got {self.iterations}"
+            )
         if self.sample_steps > self.num_steps:
             raise ConfigError(
                 f"sample_steps: must be <= num_steps ({self.num_steps}), got {self.sample_steps}"
@@ -164,6 +175,24 @@ def make_schedule(config: DDPMConfig):
     return linear_schedule(config.num_steps, config.beta_1, config.beta_T)
 
 
+def learning_rate_schedule(config: DDPMConfig) -> optax.Schedule:
+    """Step n -> Adam's learning rate: linear from 0 to `learning_rate` over `warmup_steps`,
+    then constant, or (`lr_schedule="cosine"`) lr * (1 + cos(pi (n - w) / (iterations - w))) / 2
+    down to 0 at n = `iterations` (Loshchilov & Hutter 2017 without restarts)."""
+    warmup = max(config.warmup_steps, 1)
+    if config.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, warmup, config.iterations, 0.0
+        )
+    return optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, config.learning_rate, warmup),
+            optax.constant_schedule(config.learning_rate),
+        ],
+        [warmup],
+    )
+
+
 def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
     """init / train_chunk / sample for DDPM on images x_train [N, H, W, C] in [-1, 1]."""
     if x_train.ndim != 4:
@@ -185,14 +214,9 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
     )
     schedule = make_schedule(config)
     data = jnp.asarray(x_train)
-    lr = optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1)),
-            optax.constant_schedule(config.learning_rate),
-        ],
-        [max(config.warmup_steps, 1)],
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate_schedule(config))
     )
-    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
 
     def as_eps(out, x, t):  # the network's output as a noise prediction
         return out if config.prediction == "eps" else eps_from_v(schedule, x, t, out)

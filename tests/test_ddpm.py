@@ -436,6 +436,24 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     assert not (tmp_path / "failed").exists()  # a failed start leaves no run folder
 
 
+def test_learning_rate_warms_up_then_stays_or_follows_a_cosine_to_zero():
+    from diffusion.train import DDPMConfig, learning_rate_schedule
+    from rlax_zoo.config import ConfigError
+
+    kw = dict(learning_rate=1e-3, warmup_steps=100, iterations=1100)
+    constant = learning_rate_schedule(DDPMConfig(**kw))
+    cosine = learning_rate_schedule(DDPMConfig(**kw, lr_schedule="cosine"))
+    for schedule in constant, cosine:  # the same linear warm-up
+        np.testing.assert_allclose([schedule(0), schedule(50), schedule(100)], [0, 5e-4, 1e-3])
+    np.testing.assert_allclose([constant(600), constant(1100), constant(5000)], 1e-3)
+    # 1e-3 (1 + cos(pi (n - 100) / 1000)) / 2 at n = 350, 600, 850, 1100
+    want = [1e-3 * (1 + np.cos(np.pi * f)) / 2 for f in (0.25, 0.5, 0.75, 1.0)]
+    np.testing.assert_allclose([cosine(n) for n in (350, 600, 850, 1100)], want, atol=1e-9)
+    assert want[1] == pytest.approx(5e-4) and want[3] == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="iterations"):
+        DDPMConfig(warmup_steps=100, iterations=100, lr_schedule="cosine").check()
+
+
 def test_ema_warm_up_forgets_the_initial_weights(tmp_path):
     """Step n averages with decay min(ema_decay, (1 + n) / (10 + n)): 0.1 at the first step."""
     from diffusion.data import load_npz_images

@@ -141,10 +141,10 @@ class DDPMConfig:
     def check(self):
         if self.schedule == "linear" and self.beta_1 > self.beta_T:
             raise ConfigError(f"beta_1: must be <= beta_T ({self.beta_T}), got {self.beta_1}")
-        if self.lr_schedule == "cosine" and self.iterations <= self.warmup_steps:
+        if self.lr_schedule == "cosine" and self.iterations <= max(self.warmup_steps, 1):
             raise ConfigError(
-                f"iterations: the cosine decay needs more than warmup_steps "
-                f"({self.warmup_steps}), got {self.iterations}"
+                f"iterations: the cosine decay needs more than max(warmup_steps, 1) "
+                f"({max(self.warmup_steps, 1)}), got {self.iterations}"
             )
         if self.sample_steps > self.num_steps:
             raise ConfigError(

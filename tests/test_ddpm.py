@@ -450,8 +450,9 @@ def test_learning_rate_warms_up_then_stays_or_follows_a_cosine_to_zero():
     want = [1e-3 * (1 + np.cos(np.pi * f)) / 2 for f in (0.25, 0.5, 0.75, 1.0)]
     np.testing.assert_allclose([cosine(n) for n in (350, 600, 850, 1100)], want, atol=1e-9)
     assert want[1] == pytest.approx(5e-4) and want[3] == pytest.approx(0.0)
-    with pytest.raises(ConfigError, match="iterations"):
-        DDPMConfig(warmup_steps=100, iterations=100, lr_schedule="cosine").check()
+    for warmup, iterations in (100, 100), (0, 1):  # no steps left to decay over
+        with pytest.raises(ConfigError, match="iterations"):
+            DDPMConfig(warmup_steps=warmup, iterations=iterations, lr_schedule="cosine").check()
 
 
 def test_ema_warm_up_forgets_the_initial_weights(tmp_path):

@@ -298,9 +298,10 @@ def ddim_sample(
         x0_hat implies, (x - sqrt(ab) x0_hat) / sqrt(1 - ab) (GLIDE's choice, diffusers'
         `use_clipped_model_output=True`; the default), or the network's own eps_hat
         (diffusers' default). Song et al.'s sampler does not clip, so eq. (12) settles
-        neither. On MNIST-5k (benchmarks/RESULTS.md, session 19) False gave the better FD at
-        50 steps with an eps network, but a far worse one at 200 steps (the clipped x0 and the
-        unclipped eps disagree at every step, and the error grows with the steps).
+        neither. On MNIST-5k (benchmarks/RESULTS.md, sessions 19-20) False gave the better FD
+        at 50 steps on one eps network and the worse on another, and a far worse one at 200
+        steps (the clipped x0 and the unclipped eps disagree at every step, and the error
+        grows with the steps).
     Returns:
       [B, ...] samples x_0.
     """

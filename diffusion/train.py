@@ -128,7 +128,7 @@ class DDPMConfig:
         True,
         "DDIM with clip_x0: True uses the eps that the clipped x0-hat implies in the direction "
         "term (GLIDE); False keeps the network's eps (diffusers' default: better FD at 50 "
-        "steps here, far worse at 200, benchmarks/RESULTS.md).",
+        "steps on one run here, worse on another, far worse at 200, benchmarks/RESULTS.md).",
     )
     clip_x0: float = option(
         1.0,

@@ -138,13 +138,18 @@ class DDPMConfig:
         low=0.0,
     )
 
+    @property
+    def warmup_length(self) -> int:
+        """Steps of the linear warm-up; warmup_steps=0 is a 1-step warm-up (from 0 at step 0)."""
+        return max(self.warmup_steps, 1)
+
     def check(self):
         if self.schedule == "linear" and self.beta_1 > self.beta_T:
             raise ConfigError(f"beta_1: must be <= beta_T ({self.beta_T}), got {self.beta_1}")
-        if self.lr_schedule == "cosine" and self.iterations <= max(self.warmup_steps, 1):
+        if self.lr_schedule == "cosine" and self.iterations <= self.warmup_length:
             raise ConfigError(
                 f"iterations: the cosine decay needs more than max(warmup_steps, 1) "
-                f"({max(self.warmup_steps, 1)}), got {self.iterations}"
+                f"({self.warmup_length}), got {self.iterations}"
             )
         if self.sample_steps > self.num_steps:
             raise ConfigError(
@@ -179,18 +184,12 @@ def learning_rate_schedule(config: DDPMConfig) -> optax.Schedule:
     """Step n -> Adam's learning rate: linear from 0 to `learning_rate` over `warmup_steps`,
     then constant, or (`lr_schedule="cosine"`) lr * (1 + cos(pi (n - w) / (iterations - w))) / 2
     down to 0 at n = `iterations` (Loshchilov & Hutter 2017 without restarts)."""
-    warmup = max(config.warmup_steps, 1)
+    warmup = config.warmup_length
     if config.lr_schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
             0.0, config.learning_rate, warmup, config.iterations, 0.0
         )
-    return optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, config.learning_rate, warmup),
-            optax.constant_schedule(config.learning_rate),
-        ],
-        [warmup],
-    )
+    return optax.warmup_constant_schedule(0.0, config.learning_rate, warmup)
 
 
 def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:

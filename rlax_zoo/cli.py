@@ -250,7 +250,6 @@ def apply_resume_flags(cls, args) -> None:
     if not given or text is None:
         return  # nothing to change; the run loader reports a bad run folder itself
     config = config_lib.from_args(cls, args, base=config_lib.from_json(cls, text))
-    config_lib.validate(config)
     new_text = config_lib.to_json(config)
     if new_text != text:
         path = os.path.join(args.resume, "config.json")
@@ -291,7 +290,6 @@ def _initialize_distributed(cls, args) -> None:
     else:
         return  # the run loader reports a bad run folder itself
     if config.num_processes > 1:
-        config_lib.validate(config)
         from rlax_zoo.agents.impala import initialize_distributed
 
         initialize_distributed(config)
@@ -365,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
             config = None
             if args.resume is None:
                 config = config_lib.from_args(cls, args)
-                config_lib.validate(config)
             if method.driver is not None:
                 run = _resolve(method.driver)(
                     config,

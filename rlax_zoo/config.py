@@ -143,14 +143,17 @@ def add_arguments(
 
 
 def from_args(cls, namespace: argparse.Namespace, base=None):
-    """Build `cls` from parsed flags; flags left unset keep `base`'s values (or defaults)."""
+    """Build `cls` from parsed flags, validated; flags left unset keep `base`'s values (or
+    the defaults). A field out of range raises ConfigError naming it."""
     base = base if base is not None else cls()
     updates = {
         f.name: getattr(namespace, f.name)
         for f in dataclasses.fields(cls)
         if getattr(namespace, f.name, None) is not None
     }
-    return dataclasses.replace(base, **updates)
+    config = dataclasses.replace(base, **updates)
+    validate(config)
+    return config
 
 
 def replace_given(config, **values):

@@ -40,6 +40,14 @@ def test_flags_reach_the_config():
     assert cfg.double_q is True  # untouched fields keep defaults
 
 
+def test_from_args_validates_what_it_builds():
+    from rlax_zoo.config import ConfigError, from_args
+
+    args = cli.build_parser().parse_args(["train", "dqn", "--learning-rate", "-0.5"])
+    with pytest.raises(ConfigError, match="learning_rate"):
+        from_args(DQNConfig, args)
+
+
 @pytest.mark.parametrize(
     "method,argv,needle",
     [

@@ -14,6 +14,7 @@ import sys
 from typing import NamedTuple
 
 from diffusion.data import ImageDataError
+from diffusion.ddpm import DDIM_SPACINGS
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import CheckpointError
 from rlax_zoo.envs.envpool_env import EnvError
@@ -160,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--spacing",
         default=None,
-        choices=("uniform", "quadratic"),
-        help="DDIM's timesteps, uniform or quadratic (default: the run's sample_spacing).",
+        choices=DDIM_SPACINGS,
+        help="DDIM's sub-sequence of timesteps (default: the run's sample_spacing).",
     )
     sample.add_argument(
         "--rederive-eps",

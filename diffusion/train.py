@@ -181,9 +181,10 @@ def make_schedule(config: DDPMConfig):
 
 
 def learning_rate_schedule(config: DDPMConfig) -> optax.Schedule:
-    """Step n -> Adam's learning rate: linear from 0 to `learning_rate` over `warmup_steps`,
-    then constant, or (`lr_schedule="cosine"`) lr * (1 + cos(pi (n - w) / (iterations - w))) / 2
-    down to 0 at n = `iterations` (Loshchilov & Hutter 2017 without restarts)."""
+    """Step n -> Adam's learning rate: linear from 0 to `learning_rate` over
+    w = `config.warmup_length` steps, then constant, or (`lr_schedule="cosine"`)
+    lr * (1 + cos(pi (n - w) / (iterations - w))) / 2 down to 0 at n = `iterations`
+    (Loshchilov & Hutter 2017 without restarts)."""
     warmup = config.warmup_length
     if config.lr_schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(

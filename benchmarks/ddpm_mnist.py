@@ -4,7 +4,7 @@ within 1.3x of the 1000-step ancestral sampler's distance.
 
     python benchmarks/ddpm_mnist.py [--run RUN_DIR] [--set field=value ...]
         [--samples 10000] [--ancestral-samples 1000] [--seed 0] [--clip-x0 C] [--out JSON]
-        [--ddim-steps 50] [--eta E] [--spacing uniform|quadratic] [--[no-]rederive-eps]
+        [--ddim-steps 50] [--eta E] [--spacing uniform|quadratic|leading] [--[no-]rederive-eps]
         [--reuse-ancestral JSON]
         [--xla-cpu-threads all|N]
 

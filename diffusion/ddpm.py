@@ -243,15 +243,22 @@ def ancestral_sample(
     return x0
 
 
-DDIM_SPACINGS = ("uniform", "quadratic")
+DDIM_SPACINGS = ("uniform", "quadratic", "leading")
 
 
 def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str = "uniform") -> jax.Array:
-    """The strided sub-sequence tau of 1..T used by `ddim_sample`, increasing and ending at T:
-    [num_sample_steps] int32 (Song et al. 2021, Sec. 4.2 and App. D.2). "uniform": tau_i =
-    round(i T / S). "quadratic": tau_i = 1 + round((T - 1) (i / S)^2), raised where needed to
-    stay strictly increasing, so that the steps are short near the data (Song et al. use it on
-    CIFAR10; they end it at 0.8 T, this one at T so that x_T ~ N(0, I) holds)."""
+    """The strided sub-sequence tau of 1..T used by `ddim_sample`, strictly increasing:
+    [num_sample_steps] int32 (Song et al. 2021, Sec. 4.2 and App. D.2).
+    "uniform": tau_i = round(i T / S), ending at T, so that x_T ~ N(0, I) holds exactly.
+    "quadratic": tau_i = 1 + round((T - 1) (i / S)^2), raised where needed to stay strictly
+    increasing, so that the steps are short near the data (Song et al. use it on CIFAR10; they
+    end it at 0.8 T, this one at T). "leading": tau_i = 1 + floor((i - 1) T / S), i.e. 1, 21,
+    ..., 981 for T = 1000 and S = 50, the sub-sequence of Song et al.'s released sampler
+    (`range(0, T, T // S)`, 0-based): it ends below T (at T - T / S + 1 where S divides T)
+    and takes x_T ~ N(0, I) as x_{tau_S}. Where alpha-bar_T is near 0 (the cosine schedule's
+    is 2.4e-9), the eps-network's x0-hat at t = T is (x - sqrt(1 - ab) eps_hat) / sqrt(ab),
+    the network's error magnified 2e4 times, and a first step from T makes that (clipped)
+    x0-hat the whole signal of x_{tau_{S-1}}; "leading" skips t = T."""
     if not 1 <= num_sample_steps <= num_steps:
         raise ValueError(
             f"num_sample_steps: must be in [1, {num_steps}] (the schedule's T), got "
@@ -262,6 +269,8 @@ def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str = "unifor
     i = np.arange(1, num_sample_steps + 1)
     if spacing == "uniform":
         taus = np.round(i * num_steps / num_sample_steps)
+    elif spacing == "leading":
+        taus = 1 + np.floor((i - 1) * num_steps / num_sample_steps)
     else:
         taus = 1 + np.round((num_steps - 1) * (i / num_sample_steps) ** 2)
         # strictly increasing: tau_i >= tau_{i-1} + 1, i.e. tau_i - i non-decreasing; the last
@@ -293,7 +302,7 @@ def ddim_sample(
       num_sample_steps: S, the number of network calls.
       eta: 0 (DDIM) to 1 (DDPM-like stochasticity).
       clip_x0: optional clipping of x0_hat to [-clip_x0, clip_x0].
-      spacing: "uniform" or "quadratic" sub-sequence tau (`ddim_timesteps`).
+      spacing: "uniform", "quadratic" or "leading" sub-sequence tau (`ddim_timesteps`).
       rederive_eps: with clip_x0, whether the direction term uses the eps that the clipped
         x0_hat implies, (x - sqrt(ab) x0_hat) / sqrt(1 - ab) (GLIDE's choice, diffusers'
         `use_clipped_model_output=True`; the default), or the network's own eps_hat

@@ -197,6 +197,19 @@ def test_quadratic_ddim_timesteps_are_strictly_increasing_from_one_to_T():
     np.testing.assert_array_equal(ddim_timesteps(7, 7, "quadratic"), np.arange(1, 8))
 
 
+def test_leading_ddim_timesteps_are_song_et_al_s_released_sub_sequence():
+    """tau_i = 1 + floor((i - 1) T / S): range(0, T, T // S) shifted to 1-based where S
+    divides T; it never reaches T unless S = T, where every spacing is 1..T."""
+    taus = np.asarray(ddim_timesteps(1000, 50, "leading"))
+    np.testing.assert_array_equal(taus, np.arange(0, 1000, 20) + 1)
+    for T in range(1, 121):
+        for S in range(1, T + 1):
+            taus = np.asarray(ddim_timesteps(T, S, "leading"))
+            assert len(taus) == S and taus[0] == 1 and np.all(np.diff(taus) > 0), (T, S, taus)
+            assert taus[-1] < T or S == T, (T, S, taus)
+    np.testing.assert_array_equal(ddim_timesteps(9, 9, "leading"), ddim_timesteps(9, 9))
+
+
 def test_simple_loss_is_zero_for_the_exact_predictor_of_a_point_mass():
     """Data at a single point c: eps = (x_t - sqrt(ab) c) / sqrt(1 - ab) exactly."""
     s = linear_schedule(1000)

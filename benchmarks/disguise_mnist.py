@@ -1,15 +1,16 @@
 """Issue 6, the disguise attack at MNIST scale (Lu et al. 2024, the symbol case).
 
     python benchmarks/disguise_mnist.py [--autoencoder RUN_DIR] [--psnr 25 20 17 14]
-        [--ldm-iterations 3000] [--samples 500]
+        [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
 2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
    through the autoencoder (the latent model's samples are decoded, so decoded stamps must be
    detected).
 3. x_c: the first test digit with the symbol stamped in its corner. Bases: 100 clean training
-   digits (10 per class, or with --bases same-class 100 of x_c's class) that the clean set
-   below does not contain. Disguises by Algorithm 1 (alpha 0, Adam, D1 ball at each PSNR
+   digits (10 per class; with --bases same-class 100 of x_c's class; with --bases nearest the
+   100 of x_c's class whose latents lie nearest E(x_c)) that the clean set below does not
+   contain. Disguises by Algorithm 1 (alpha 0, Adam, D1 ball at each PSNR
    floor, gamma_2 a quarter of the same-class distance so that each floor shows how far the
    budget goes), reported against the bars: PSNR against x_b,
    latent distance D2 to E(x_c) against the median D2 of two clean test digits of one class.
@@ -68,10 +69,11 @@ def main() -> None:
     )
     p.add_argument(
         "--bases",
-        choices=("all", "same-class"),
+        choices=("all", "same-class", "nearest"),
         default="all",
-        help="100 clean training digits as bases: 10 of every class, or 100 of x_c's class "
-        "(the symbol is then most of what separates a base's latent from E(x_c)).",
+        help="100 clean training digits as bases: 10 of every class, 100 of x_c's class "
+        "(the symbol is then most of what separates a base's latent from E(x_c)), or the 100 "
+        "of x_c's class whose latents are nearest E(x_c) (an attacker's choice of bases).",
     )
     p.add_argument("--ldm-iterations", type=int, default=3000)
     p.add_argument("--samples", type=int, default=500)
@@ -127,9 +129,12 @@ def main() -> None:
     if args.bases == "all":
         base_idx = np.concatenate([idx[100:110] for idx in per_class])
     else:
-        base_idx = per_class[int(y_test[0])][100:200]
+        pool = per_class[int(y_test[0])][100:]  # not among the clean training images
+        if args.bases == "nearest":
+            pool = pool[np.argsort(detection_scores(ae.encode, x_train[pool], x_c))]
+        base_idx = pool[:100]
         if len(base_idx) < 100:
-            raise ValueError(f"--bases same-class: class {y_test[0]} has too few training digits")
+            raise ValueError(f"--bases: class {y_test[0]} has too few training digits")
     x_clean, x_b = x_train[clean_idx], x_train[base_idx]
     same = same_class_latent_distance(ae.encode, x_test, y_test)
     neg = -detection_scores(ae.encode, x_test, x_c)

@@ -5,7 +5,7 @@ within 1.3x of the 1000-step ancestral sampler's distance.
     python benchmarks/ddpm_mnist.py [--run RUN_DIR] [--set field=value ...]
         [--samples 10000] [--ancestral-samples 1000] [--seed 0] [--clip-x0 C] [--out JSON]
         [--ddim-steps 50] [--eta E] [--spacing uniform|quadratic|leading] [--[no-]rederive-eps]
-        [--reuse-ancestral JSON]
+        [--sigma beta|posterior] [--reuse-ancestral JSON]
         [--xla-cpu-threads all|N]
 
 Without --run it trains the default `rlax-zoo train ddpm` config (plus --set overrides)
@@ -22,7 +22,8 @@ size (the first 1000 samples) and the ancestral-versus-DDIM ratio uses equal siz
 --eta and --spacing set the DDIM sampler's eta and timestep sub-sequence (default: the run's,
 0 and uniform: the deterministic DDIM the bar names). --no-rederive-eps makes DDIM's
 direction term keep the network's eps after x0-hat is clipped, instead of the clipped
-x0-hat's eps. The ancestral sampler needs an hour per
+x0-hat's eps. --sigma sets the ancestral sampler's variance (default: the run's, beta_t;
+posterior: beta-tilde_t, Ho et al.'s other choice). The ancestral sampler needs an hour per
 1000 samples here; --reuse-ancestral takes its row from an earlier output JSON of the same
 run, seed and sample count (the classifier and the samples are deterministic given those).
 """
@@ -45,6 +46,7 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
     apply_xla_cpu_threads,
     machine_line,
 )
+from diffusion.ddpm import ANCESTRAL_SIGMAS  # noqa: E402
 from diffusion.metrics import classifier_features, frechet_distance, train_classifier  # noqa: E402
 from diffusion.train import (  # noqa: E402
     DDPMConfig,
@@ -109,6 +111,12 @@ def main() -> None:
         help="Override the run's sample_rederive_eps (DDIM's direction term after clipping).",
     )
     p.add_argument(
+        "--sigma",
+        default=None,
+        choices=ANCESTRAL_SIGMAS,
+        help="Override the run's sample_sigma (the ancestral sampler's sigma_t^2).",
+    )
+    p.add_argument(
         "--reuse-ancestral",
         default=None,
         metavar="JSON",
@@ -143,6 +151,7 @@ def main() -> None:
         sample_eta=args.eta,
         sample_spacing=args.spacing,
         sample_rederive_eps=args.rederive_eps,
+        sample_sigma=args.sigma,
     )
     if given is not config:
         config, trainer = given, make_ddpm_trainer(given, x_train)
@@ -155,11 +164,13 @@ def main() -> None:
             os.path.abspath(reused.get("run", "")) == os.path.abspath(run_dir)
             and reused.get("seed", 0) == args.seed
             and reused.get("clip_x0") == config.clip_x0
+            and reused.get("sample_sigma", "beta") == config.sample_sigma
         )
         if row is None or not same or row["n"] != args.ancestral_samples:
             sys.exit(
                 f"--reuse-ancestral: {args.reuse_ancestral} has no ancestral1000 row of run "
-                f"{run_dir}, seed {args.seed}, clip_x0 {config.clip_x0} and "
+                f"{run_dir}, seed {args.seed}, clip_x0 {config.clip_x0}, sample_sigma "
+                f"{config.sample_sigma} and "
                 f"{args.ancestral_samples} samples"
             )
     clf = train_classifier(x_train, y_train, x_test, y_test, seed=args.seed)
@@ -227,6 +238,7 @@ def main() -> None:
                 sample_eta=config.sample_eta,
                 sample_spacing=config.sample_spacing,
                 sample_rederive_eps=config.sample_rederive_eps,
+                sample_sigma=config.sample_sigma,
                 prediction=config.prediction,
                 classifier_test_accuracy=clf.test_accuracy,
                 samplers=rows,

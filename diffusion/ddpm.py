@@ -190,6 +190,9 @@ def posterior_mean(schedule: Schedule, x0: jax.Array, x_t: jax.Array, t_B: jax.A
     )
 
 
+ANCESTRAL_SIGMAS = ("beta", "posterior")
+
+
 def ancestral_sample(
     eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
     schedule: Schedule,
@@ -213,8 +216,8 @@ def ancestral_sample(
     Returns:
       [B, ...] samples x_0.
     """
-    if sigma not in ("beta", "posterior"):
-        raise ValueError(f"sigma: must be 'beta' or 'posterior', got {sigma!r}")
+    if sigma not in ANCESTRAL_SIGMAS:
+        raise ValueError(f"sigma: must be one of {ANCESTRAL_SIGMAS}, got {sigma!r}")
     variances = schedule.betas if sigma == "beta" else schedule.posterior_variance
     k_init, k_loop = jax.random.split(key)
     x_T = jax.random.normal(k_init, shape)

@@ -32,6 +32,7 @@ import optax
 
 from diffusion.data import class_split, load_npz_images, to_uint8
 from diffusion.ddpm import (
+    ANCESTRAL_SIGMAS,
     DDIM_SPACINGS,
     PREDICTIONS,
     ancestral_sample,
@@ -114,6 +115,12 @@ class DDPMConfig:
     sample_count: int = option(64, "Samples in the final grid (0: none).", low=0)
     sampler: str = option("ddpm", "Sampler for the final grid.", choices=("ddpm", "ddim"))
     sample_steps: int = option(50, "Network calls of the DDIM sampler.", low=1)
+    sample_sigma: str = option(
+        "beta",
+        "The ancestral sampler's noise (Ho et al. 2020, Sec. 3.2): beta (sigma_t^2 = beta_t) or "
+        "posterior (beta-tilde_t, eq. 7; DDIM with eta = 1 at every step).",
+        choices=ANCESTRAL_SIGMAS,
+    )
     sample_eta: float = option(
         0.0,
         "DDIM's eta (Song et al. 2021, eq. 16): 0 is deterministic DDIM, 1 adds DDPM's posterior "
@@ -281,7 +288,9 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
                 spacing=config.sample_spacing,
                 rederive_eps=config.sample_rederive_eps,
             )
-        return ancestral_sample(eps_fn, schedule, shape, key, sigma="beta", clip_x0=clip)
+        return ancestral_sample(
+            eps_fn, schedule, shape, key, sigma=config.sample_sigma, clip_x0=clip
+        )
 
     return DDPMTrainer(config, net, schedule, init, train_chunk, sample)
 
@@ -414,10 +423,11 @@ def sample_from_run(
     eta: float | None = None,
     spacing: str | None = None,
     rederive_eps: bool | None = None,
+    sigma: str | None = None,
 ) -> tuple[str, np.ndarray]:
     """Load a run's newest checkpoint and write a grid of n samples (EMA parameters). eta,
     spacing and rederive_eps, when given, replace the run's sample_eta, sample_spacing and
-    sample_rederive_eps (DDIM only).
+    sample_rederive_eps (DDIM only); sigma replaces its sample_sigma (ancestral only).
 
     Returns:
       (the PNG's path, the samples [n, H, W, C] in [-1, 1]).
@@ -430,7 +440,11 @@ def sample_from_run(
     with open(path) as f:
         config = config_lib.from_json(DDPMConfig, f.read())
     config = config_lib.replace_given(
-        config, sample_eta=eta, sample_spacing=spacing, sample_rederive_eps=rederive_eps
+        config,
+        sample_eta=eta,
+        sample_spacing=spacing,
+        sample_rederive_eps=rederive_eps,
+        sample_sigma=sigma,
     )
     if n < 1:
         raise ConfigError(f"n: must be >= 1, got {n}")

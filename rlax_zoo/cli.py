@@ -14,7 +14,7 @@ import sys
 from typing import NamedTuple
 
 from diffusion.data import ImageDataError
-from diffusion.ddpm import DDIM_SPACINGS
+from diffusion.ddpm import ANCESTRAL_SIGMAS, DDIM_SPACINGS
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import CheckpointError
 from rlax_zoo.envs.envpool_env import EnvError
@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="DDIM with clipping: use the eps of the clipped x0-hat, or the network's "
         "(default: the run's sample_rederive_eps).",
     )
+    sample.add_argument(
+        "--sigma",
+        default=None,
+        choices=ANCESTRAL_SIGMAS,
+        help="The ancestral sampler's sigma_t^2: beta_t or the posterior variance "
+        "(default: the run's sample_sigma).",
+    )
     sample.add_argument("--seed", type=int, default=0, help="Sampling seed (default: 0).")
     sample.add_argument("--out", default=None, help="PNG path (default: in the run folder).")
     disguise = sub.add_parser(
@@ -312,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 eta=args.eta,
                 spacing=args.spacing,
                 rederive_eps=args.rederive_eps,
+                sigma=args.sigma,
             )
         except (config_lib.ConfigError, CheckpointError, ImageDataError) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)

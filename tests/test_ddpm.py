@@ -436,6 +436,10 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     ]
     assert cli.main(argv) == 0
     assert os.path.exists(out) and "wrote 9 samples" in capsys.readouterr().out
+    out = str(tmp_path / "posterior.png")
+    argv = ["sample", "--run", str(tmp_path / "full"), "--n", "2", "--sigma", "posterior"]
+    assert cli.main([*argv, "--out", out]) == 0 and os.path.exists(out)
+    assert "wrote 2 samples" in capsys.readouterr().out
     assert cli.main(["sample", "--run", str(tmp_path / "full"), "--steps", "500"]) == 2
     assert "steps" in capsys.readouterr().err
     assert cli.main(["sample", "--run", str(tmp_path / "full"), "--eta", "2"]) == 2
@@ -528,3 +532,26 @@ def test_clip_x0_bounds_the_samples_of_both_samplers(tmp_path, sampler):
         peaks[clip] = float(jnp.max(jnp.abs(samples)))
     assert peaks[0.25] <= 0.25 + 1e-6, peaks
     assert peaks[0.0] > 0.5, peaks
+
+
+def test_sample_sigma_picks_the_ancestral_samplers_variance(tmp_path):
+    """`sample_sigma="posterior"` makes the trainer's ancestral sampler Algorithm 2 with
+    sigma_t^2 = beta-tilde_t, which is DDIM with eta = 1 at every one of the T steps (Song et
+    al. 2021, eq. 16; clipping and all); the default, beta_t, is a different sampler."""
+    from diffusion.data import load_npz_images
+    from diffusion.train import DDPMConfig, make_ddpm_trainer
+    from rlax_zoo.config import ConfigError, validate
+
+    x, _ = load_npz_images(bars_dataset(str(tmp_path / "bars.npz")))
+    key = jax.random.PRNGKey(4)
+    out = {}
+    for sigma in ("beta", "posterior"):
+        config = DDPMConfig(**TINY, iterations=1, sample_sigma=sigma, sample_eta=1.0)
+        trainer = make_ddpm_trainer(config, x)
+        params = trainer.init(jax.random.PRNGKey(0)).ema_params
+        out[sigma] = np.asarray(trainer.sample(params, key, 3, "ddpm"))
+        ddim_every_step = np.asarray(trainer.sample(params, key, 3, "ddim", config.num_steps))
+    np.testing.assert_allclose(out["posterior"], ddim_every_step, atol=1e-4)
+    assert np.abs(out["beta"] - out["posterior"]).max() > 0.05
+    with pytest.raises(ConfigError, match="sample_sigma"):
+        validate(DDPMConfig(sample_sigma="tilde"))

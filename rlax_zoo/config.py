@@ -116,7 +116,7 @@ def add_arguments(
         flag = "--" + f.name.replace("_", "-")
         names = [flag] + ([aliases[f.name]] if f.name in aliases else [])
         meta, kind = f.metadata, types[f.name]
-        text = meta.get("help", "")
+        text = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
         if meta.get("choices") is None and (
             meta.get("low") is not None or meta.get("high") is not None
         ):

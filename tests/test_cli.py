@@ -18,6 +18,29 @@ def test_help_lists_every_field(capsys):
     assert "--env" in text and "--resume" in text
 
 
+@pytest.mark.parametrize("method", sorted(cli.METHODS))
+def test_every_methods_help_renders(capsys, method):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", method, "--help"])
+    assert e.value.code == 0
+    assert "--time-budget-s" in capsys.readouterr().out
+
+
+def test_a_percent_sign_in_an_options_help_is_printed_as_is():
+    """argparse formats help texts with %, so an unescaped "5%" would break `--help`."""
+    import argparse
+
+    from rlax_zoo.config import add_arguments, option
+
+    @dataclasses.dataclass
+    class Config:
+        rate: float = option(0.05, "Five % of the steps.", low=0.0)
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Config)
+    assert "Five % of the steps." in " ".join(parser.format_help().split())
+
+
 def test_flags_reach_the_config():
     args = cli.build_parser().parse_args(
         [

@@ -102,10 +102,27 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
             f"feats_a, feats_b: must be [N, F] with the same F, got {feats_a.shape} and "
             f"{feats_b.shape}"
         )
+    if len(feats_a) < 2 or len(feats_b) < 2:
+        raise ValueError(
+            f"feats_a, feats_b: need at least 2 rows each to fit a covariance, got "
+            f"{len(feats_a)} and {len(feats_b)}"
+        )
+    for name, feats in (("feats_a", feats_a), ("feats_b", feats_b)):
+        if not np.all(np.isfinite(feats)):
+            bad = int(np.sum(~np.all(np.isfinite(feats), axis=1)))
+            raise ValueError(f"{name}: {bad} rows hold NaN or inf (diverged samples?)")
     mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
     s_a = np.cov(feats_a, rowvar=False)
     s_b = np.cov(feats_b, rowvar=False)
     covmean = scipy.linalg.sqrtm(s_a @ s_b)
     if np.iscomplexobj(covmean):
-        covmean = covmean.real  # round-off leaves tiny imaginary parts
+        # (S_a S_b)^(1/2) of two covariances has a real spectrum: round-off leaves tiny
+        # imaginary parts, anything larger means the product is numerically broken
+        scale = max(np.trace(s_a) + np.trace(s_b), 1e-12)
+        if np.max(np.abs(np.diagonal(covmean).imag)) > 1e-3 * scale:
+            raise ValueError(
+                "feats_a, feats_b: (S_a S_b)^(1/2) came out complex beyond round-off; the "
+                "feature covariances are too ill-conditioned to compare"
+            )
+        covmean = covmean.real
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2.0 * covmean))

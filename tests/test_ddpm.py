@@ -31,7 +31,12 @@ from diffusion.ddpm import (
     simple_loss,
     v_target,
 )
-from diffusion.metrics import frechet_distance
+from diffusion.metrics import (
+    FeatureClassifier,
+    classifier_features,
+    frechet_distance,
+    train_classifier,
+)
 from diffusion.unet import UNet, timestep_embedding
 
 
@@ -342,6 +347,12 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(a, b) == pytest.approx(cov_term + mean_term, rel=0.02)
     with pytest.raises(ValueError, match="feats_a"):
         frechet_distance(a, a[:, :2])
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        frechet_distance(a[:1], a)
+    b = a.copy()
+    b[[3, 7], 1] = [np.nan, np.inf]
+    with pytest.raises(ValueError, match="feats_b: 2 rows hold NaN or inf"):
+        frechet_distance(a, b)
 
 
 def test_images_scale_to_minus_one_one_and_split_per_class(tmp_path):
@@ -378,6 +389,25 @@ def bars_dataset(path, per_class=40, seed=0):
     x = np.clip(x + 0.1 * rng.random(x.shape), 0, 1)
     np.savez(path, x=(x * 255).astype(np.uint8), y=y)
     return path
+
+
+def test_the_feature_classifier_learns_and_its_features_separate_classes(tmp_path):
+    """The FD metric's classifier (diffusion/metrics.py) on the bars data: it learns them,
+    `classifier_features` are its penultimate layer, and the Frechet distance in that
+    space is small between the two splits of one distribution and large between classes."""
+    x, y = load_npz_images(bars_dataset(tmp_path / "bars.npz", per_class=60))
+    x_tr, y_tr, x_te, y_te = class_split(x, y, 40)
+    clf = train_classifier(x_tr, y_tr, x_te, y_te, seed=0, epochs=20, batch_size=16)
+    assert clf.test_accuracy == 1.0
+    f_tr = classifier_features(clf.params, x_tr, batch_size=7)  # a ragged last batch
+    f_te = classifier_features(clf.params, x_te)
+    assert f_te.shape == (40, 128) and f_te.dtype == np.float64
+    direct = FeatureClassifier(2).apply({"params": clf.params}, jnp.asarray(x_te))[1]
+    np.testing.assert_allclose(f_te, np.asarray(direct), rtol=1e-5, atol=1e-6)
+    same = frechet_distance(f_te, f_tr)
+    across = frechet_distance(f_te[y_te == 0], f_tr[y_tr == 1])
+    # trained: about 0.002 (the untrained network's features give 0.035)
+    assert same < 0.01 * across, (same, across)
 
 
 TINY = dict(

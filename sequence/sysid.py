@@ -65,7 +65,7 @@ def load_sysid_csv(path: str, split: float | int = 0.5) -> SysIdData:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise DataError(f"data: {path!r} is empty") from None
-        rows = [r for r in reader if r]
+        rows = [(reader.line_num, r) for r in reader if r]
     u_cols = [i for i, h in enumerate(header) if h.lower().startswith("u")]
     y_cols = [i for i, h in enumerate(header) if h.lower().startswith("y")]
     if not u_cols or not y_cols:
@@ -73,12 +73,18 @@ def load_sysid_csv(path: str, split: float | int = 0.5) -> SysIdData:
             f"data: {path!r} needs input columns named u... and output columns named y..., "
             f"got header {header}"
         )
-    try:
-        table = np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
-    except ValueError as e:
-        raise DataError(f"data: {path!r} has a non-numeric value ({e})") from None
-    if table.ndim != 2 or table.shape[1] != len(header):
-        raise DataError(f"data: {path!r}: every row must have {len(header)} values")
+    if not rows:
+        raise DataError(f"data: {path!r} has a header but no data rows")
+    table = np.empty((len(rows), len(header)), np.float64)
+    for i, (line, r) in enumerate(rows):
+        if len(r) != len(header):
+            raise DataError(
+                f"data: {path!r} line {line} has {len(r)} values; the header has {len(header)}"
+            )
+        try:
+            table[i] = [float(v) for v in r]
+        except ValueError:
+            raise DataError(f"data: {path!r} line {line} has a non-numeric value: {r}") from None
     if not np.all(np.isfinite(table)):
         raise DataError(f"data: {path!r} contains NaN or infinite values")
     n = table.shape[0]

@@ -240,6 +240,20 @@ def test_loader_splits_normalises_with_training_statistics_and_refuses_bad_files
     bad.write_text("u,y\n1,2\n3,nan\n5,6\n7,8\n")
     with pytest.raises(DataError, match="NaN"):
         load_sysid_csv(str(bad))
+    bad.write_text("u,y\n1,2\n\n3\n5,6\n7,8\n")  # a blank line is skipped, not counted
+    with pytest.raises(DataError, match="line 4 has 1 values; the header has 2"):
+        load_sysid_csv(str(bad))
+    bad.write_text("u,y\n1,2\n3,x\n5,6\n7,8\n")
+    with pytest.raises(DataError, match="line 3 has a non-numeric value"):
+        load_sysid_csv(str(bad))
+    bad.write_text("u,y\n")
+    with pytest.raises(DataError, match="no data rows"):
+        load_sysid_csv(str(bad))
+    bad.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_sysid_csv(str(bad))
+    with pytest.raises(DataError, match="both parts need at least 2"):
+        load_sysid_csv(path, 99)
 
 
 def test_arx_recovers_a_noiseless_system_and_simulates_it():

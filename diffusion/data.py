@@ -27,12 +27,25 @@ def to_model_range(images: np.ndarray, max_value: float | None = None) -> np.nda
     x = np.asarray(images)
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4:
-        raise ImageDataError(f"images: must be [N, H, W] or [N, H, W, C], got shape {x.shape}")
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ImageDataError(
+            f"images: must be [N, H, W] or [N, H, W, C] with N >= 1, got shape {x.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ImageDataError("images: contain NaN or inf values")
+    lo, hi = float(x.min()), float(x.max())
     if max_value is None:
-        max_value = 255.0 if x.dtype == np.uint8 else float(x.max())
+        max_value = 255.0 if x.dtype == np.uint8 else hi
+    if lo < 0 or hi > max(max_value, 0.0):
+        raise ImageDataError(
+            f"images: values must lie in 0..max_value = {max_value}, got {lo}..{hi} (images "
+            "already in [-1, 1] need no conversion)"
+        )
     if not max_value > 0:
-        raise ImageDataError(f"max_value: must be positive, got {max_value}")
+        raise ImageDataError(
+            f"max_value: must be positive, got {max_value} (images whose largest value is 0 "
+            "need it given)"
+        )
     return (x.astype(np.float32) / max_value * 2.0 - 1.0).astype(np.float32)
 
 
@@ -46,7 +59,10 @@ def load_npz_images(path: str, max_value: float | None = None) -> tuple[np.ndarr
     if not os.path.exists(path):
         raise ImageDataError(f"data: {path!r} does not exist")
     try:
-        with np.load(path) as f:
+        archive = np.load(path)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a lone .npy array
+            raise ValueError(f"it holds one array of shape {archive.shape}")
+        with archive as f:
             x, y = f["x"], f["y"]
     except (KeyError, ValueError, OSError) as e:
         raise ImageDataError(f"data: {path!r} is not an .npz with arrays x and y ({e})") from None

@@ -372,6 +372,19 @@ def test_images_scale_to_minus_one_one_and_split_per_class(tmp_path):
         load_npz_images(str(tmp_path / "imgs.npz"))
     with pytest.raises(ImageDataError, match="does not exist"):
         load_npz_images(str(tmp_path / "none.npz"))
+    np.save(tmp_path / "lone.npy", x)
+    with pytest.raises(ImageDataError, match="holds one array of shape"):
+        load_npz_images(str(tmp_path / "lone.npy"))
+    with pytest.raises(ImageDataError, match="0..max_value = 1.0, got -1.0..0.835"):
+        to_model_range(xm[..., 0], max_value=1.0)  # already in [-1, 1]
+    with pytest.raises(ImageDataError, match="0..max_value = 16.0, got 0.0..30.0"):
+        to_model_range(np.array([[[0.0, 30.0]]]), max_value=16.0)
+    with pytest.raises(ImageDataError, match="NaN or inf"):
+        to_model_range(np.full((1, 2, 2), np.nan))
+    with pytest.raises(ImageDataError, match="max_value: must be positive"):
+        to_model_range(np.zeros((1, 2, 2)))
+    with pytest.raises(ImageDataError, match="N >= 1"):
+        to_model_range(np.zeros((0, 2, 2)))
 
 
 def bars_dataset(path, per_class=40, seed=0):

@@ -179,13 +179,25 @@ def parse_overrides(cls, items: list[str]) -> dict[str, Any]:
                 f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}"
             )
         kind = types[name]
-        if kind is bool:
-            out[name] = text.strip().lower() in ("1", "true", "yes")
-        elif typing.get_origin(kind) is tuple:
-            out[name] = _parse_tuple(text)
-        else:
-            out[name] = kind(text)
+        word = text.strip().lower()
+        try:
+            if kind is bool:
+                if word not in _BOOL_WORDS:
+                    raise ValueError
+                out[name] = _BOOL_WORDS[word]
+            elif typing.get_origin(kind) is tuple:
+                out[name] = _parse_tuple(text)
+            else:
+                out[name] = kind(text)
+        except (ValueError, argparse.ArgumentTypeError):
+            wanted = {bool: "true or false", int: "an integer", float: "a number"}.get(
+                kind, "comma-separated integers" if typing.get_origin(kind) is tuple else "text"
+            )
+            raise ConfigError(f"--set {item!r}: {name} must be {wanted}") from None
     return out
+
+
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def to_json(config) -> str:

@@ -388,6 +388,14 @@ def test_benchmark_overrides_are_typed_by_the_config():
     assert out == {"seq_len": 50, "shared_noise": True, "lr_schedule": "constant"}
     with pytest.raises(ConfigError, match="nope"):
         parse_overrides(PRSSMConfig, ["nope=1"])
+    assert parse_overrides(PRSSMConfig, ["shared_noise=No"]) == {"shared_noise": False}
+    for item, wanted in [
+        ("shared_noise=flase", "shared_noise must be true or false"),
+        ("seq_len=0.5", "seq_len must be an integer"),
+        ("learning_rate=fast", "learning_rate must be a number"),
+    ]:
+        with pytest.raises(ConfigError, match=wanted):
+            parse_overrides(PRSSMConfig, [item])
 
 
 def test_replace_given_keeps_none_fields_and_validates():

@@ -74,6 +74,73 @@ def test_observe_drops_envpool_reset_step_and_truncation_bootstraps():
     np.testing.assert_allclose(store["next_obs"][:4, 0], [1.0, 2.0, 10.0, 11.0])
 
 
+@pytest.mark.parametrize("double_q,target_tau", [(False, 0.25), (True, 1.0)])
+def test_update_td_errors_and_target_network_against_numpy(double_q, target_tau):
+    """One `update` on a filled replay: the TD errors of plain Q-learning (target max_a
+    Q_target(s', a)) or double Q-learning (Q_target(s', argmax_a Q_online(s', a)); van Hasselt
+    et al. 2016, eq. 2) recomputed in NumPy from the same minibatch, the mse loss on them, and
+    the target network: Polyak-averaged with tau (soft) or copied (hard, target_period 1)."""
+    cfg = dqn.DQNConfig(
+        num_envs=1,
+        n_step=1,
+        buffer_size=8,
+        batch_size=4,
+        learning_starts=4,
+        replay="uniform",
+        double_q=double_q,
+        target_tau=target_tau,
+        target_period=1,
+        loss="mse",
+        dueling=False,
+        max_grad_norm=0.0,
+    )
+    agent = dqn.make_agent(cfg, (2,), np.float32, 3)
+    state = agent.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)))
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        term = i == 3
+        state, _ = agent.observe(
+            state,
+            jnp.array([i % 3], jnp.int32),
+            jnp.asarray(rng.normal(size=(1, 2)), jnp.float32),
+            jnp.array([float(i)]),
+            jnp.array([term]),
+            jnp.array([False]),
+        )
+    # a target network far from the online one, so that the two rules differ
+    leaves, tree = jax.tree.flatten(state.params)
+    noisy = [p + jnp.asarray(rng.normal(size=p.shape), p.dtype) for p in leaves]
+    state = state._replace(target_params=jax.tree.unflatten(tree, noisy))
+    old_params, old_target = state.params, state.target_params
+    new_state, out = agent.update(state)
+
+    _, sample_key = jax.random.split(state.key)
+    batch = agent.buffer.sample(state.replay, sample_key, 1.0).items
+    q = np.asarray(agent.network.apply(old_params, batch["obs"]), np.float64)
+    q_next_target = np.asarray(agent.network.apply(old_target, batch["next_obs"]), np.float64)
+    q_next_online = np.asarray(agent.network.apply(old_params, batch["next_obs"]), np.float64)
+    rows = np.arange(len(q))
+    if double_q:
+        bootstrap = q_next_target[rows, q_next_online.argmax(1)]
+    else:
+        bootstrap = q_next_target.max(1)
+    a = np.asarray(batch["action"])
+    target = np.asarray(batch["reward"]) + np.asarray(batch["discount"]) * bootstrap
+    td = np.where(np.asarray(batch["valid"]), target - q[rows, a], 0.0)
+    valid = np.asarray(batch["valid"]) & (np.asarray(batch["discount"]) > 0)
+    assert np.any(valid & (q_next_online.argmax(1) != q_next_target.argmax(1)))
+    assert np.any(np.asarray(batch["discount"]) == 0)  # a terminal transition: no bootstrap
+    np.testing.assert_allclose(float(out.loss), np.mean(0.5 * td**2), rtol=1e-5)
+    np.testing.assert_allclose(float(out.mean_abs_td), np.mean(np.abs(td)), rtol=1e-5)
+    expected_target = jax.tree.map(
+        lambda p, t: target_tau * p + (1 - target_tau) * t, new_state.params, old_target
+    )
+    for got, want in zip(
+        jax.tree.leaves(new_state.target_params), jax.tree.leaves(expected_target), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     "field,value,match",
     [

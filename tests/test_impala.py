@@ -147,6 +147,26 @@ def test_threads_account_steps_lags_and_resume(tmp_path):
     assert len(rest.metrics) == 3
 
 
+def test_an_actor_thread_error_reaches_the_learner():
+    """An actor whose second rollout raises: the learner re-raises it from run_chunk instead
+    of waiting for trajectories that will never come, and the other actor is stopped."""
+    cfg = impala.ImpalaConfig(actors=2, num_envs=2, rollout_length=5, batch_size=2, queue_size=2)
+    trainer = impala.make_impala(cfg)
+    actor = trainer.actors[1]
+    real, calls = actor.rollout, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("actor 1 crashed")
+        return real(*args)
+
+    actor.rollout = failing
+    with pytest.raises(RuntimeError, match="actor 1 crashed"):
+        trainer.run_chunk(None, trainer.init_state(), True, 1000)
+    assert len(calls) == 2
+
+
 def _best_mean20(returns):
     return np.convolve(np.asarray(returns), np.ones(20) / 20, "valid").max()
 

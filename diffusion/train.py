@@ -186,6 +186,8 @@ class DDPMTrainer(NamedTuple):
 
 
 def make_schedule(config: DDPMConfig):
+    """The config's noise schedule: the paper's linear betas (Ho et al. 2020, Sec. 4) or the
+    cosine alpha-bar of Nichol & Dhariwal 2021 (eq. 17), T = num_steps entries."""
     if config.schedule == "cosine":
         return cosine_schedule(config.num_steps)
     return linear_schedule(config.num_steps, config.beta_1, config.beta_T)

@@ -28,6 +28,11 @@ def timestep_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -
 
 
 class ResBlock(nn.Module):
+    """The residual block of Ho et al. 2020 (Appendix B, after PixelCNN++ / Wide ResNet):
+    GroupNorm, swish, 3x3 conv, plus a projection of the timestep embedding, then GroupNorm,
+    swish, dropout and a zero-initialised 3x3 conv, added to the (1x1-projected) input.
+    x: [B, H, W, C_in], temb: [B, E] -> [B, H, W, channels]."""
+
     channels: int
     groups: int
     dropout: float = 0.0

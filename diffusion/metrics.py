@@ -94,9 +94,12 @@ def classifier_features(params: dict, x: np.ndarray, batch_size: int = 500) -> n
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     """d^2 = ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussians fitted
-    to two feature sets [N, F] (Heusel et al. 2017; Dowson & Landau 1982)."""
-    import scipy.linalg
+    to two feature sets [N, F] (Heusel et al. 2017; Dowson & Landau 1982).
 
+    tr((S_a S_b)^(1/2)) is computed as the sum of the square roots of the eigenvalues of the
+    symmetric PSD matrix S_a^(1/2) S_b S_a^(1/2), which has the same spectrum as S_a S_b: no
+    square root of a non-symmetric matrix, so singular covariances (N <= F, dead ReLU
+    features) give no complex round-off."""
     if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[1] != feats_b.shape[1]:
         raise ValueError(
             f"feats_a, feats_b: must be [N, F] with the same F, got {feats_a.shape} and "
@@ -111,18 +114,12 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
         if not np.all(np.isfinite(feats)):
             bad = int(np.sum(~np.all(np.isfinite(feats), axis=1)))
             raise ValueError(f"{name}: {bad} rows hold NaN or inf (diverged samples?)")
+    feats_a, feats_b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
     s_a = np.cov(feats_a, rowvar=False)
     s_b = np.cov(feats_b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s_a @ s_b)
-    if np.iscomplexobj(covmean):
-        # (S_a S_b)^(1/2) of two covariances has a real spectrum: round-off leaves tiny
-        # imaginary parts, anything larger means the product is numerically broken
-        scale = max(np.trace(s_a) + np.trace(s_b), 1e-12)
-        if np.max(np.abs(np.diagonal(covmean).imag)) > 1e-3 * scale:
-            raise ValueError(
-                "feats_a, feats_b: (S_a S_b)^(1/2) came out complex beyond round-off; the "
-                "feature covariances are too ill-conditioned to compare"
-            )
-        covmean = covmean.real
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2.0 * covmean))
+    evals, evecs = np.linalg.eigh(s_a)
+    sqrt_a = (evecs * np.sqrt(np.clip(evals, 0.0, None))) @ evecs.T
+    middle = sqrt_a @ s_b @ sqrt_a
+    tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)))
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2.0 * tr_covmean)

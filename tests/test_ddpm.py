@@ -347,6 +347,20 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(a, b) == pytest.approx(cov_term + mean_term, rel=0.02)
     with pytest.raises(ValueError, match="feats_a"):
         frechet_distance(a, a[:, :2])
+    # a general pair against scipy's matrix square root of S_a S_b
+    import scipy.linalg
+
+    c = a @ rng.normal(size=(3, 3)) + 0.3
+    s_a, s_c = np.cov(a, rowvar=False), np.cov(c, rowvar=False)
+    reference = np.sum((a.mean(0) - c.mean(0)) ** 2) + np.trace(
+        s_a + s_c - 2 * scipy.linalg.sqrtm(s_a @ s_c).real
+    )
+    assert frechet_distance(a, c) == pytest.approx(reference, rel=1e-9)
+    # singular covariances (fewer rows than features, dead ReLU units): no complex round-off
+    dead = np.maximum(rng.normal(size=(40, 128)), 0.0)
+    dead[:, :30] = 0.0
+    assert frechet_distance(dead, dead) == pytest.approx(0.0, abs=1e-4)
+    assert frechet_distance(dead, dead + 0.5) == pytest.approx(128 * 0.25, rel=1e-6)
     with pytest.raises(ValueError, match="at least 2 rows"):
         frechet_distance(a[:1], a)
     b = a.copy()

@@ -127,8 +127,8 @@ def test_update_td_errors_and_target_network_against_numpy(double_q, target_tau)
     a = np.asarray(batch["action"])
     target = np.asarray(batch["reward"]) + np.asarray(batch["discount"]) * bootstrap
     td = np.where(np.asarray(batch["valid"]), target - q[rows, a], 0.0)
-    valid = np.asarray(batch["valid"]) & (np.asarray(batch["discount"]) > 0)
-    assert np.any(valid & (q_next_online.argmax(1) != q_next_target.argmax(1)))
+    bootstrapped = np.asarray(batch["valid"]) & (np.asarray(batch["discount"]) > 0)
+    assert np.any(bootstrapped & (q_next_online.argmax(1) != q_next_target.argmax(1)))
     assert np.any(np.asarray(batch["discount"]) == 0)  # a terminal transition: no bootstrap
     np.testing.assert_allclose(float(out.loss), np.mean(0.5 * td**2), rtol=1e-5)
     np.testing.assert_allclose(float(out.mean_abs_td), np.mean(np.abs(td)), rtol=1e-5)

@@ -88,7 +88,14 @@ def cosine_schedule(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0
 
 
 def _at(values_T: jax.Array, t_B: jax.Array, x: jax.Array) -> jax.Array:
-    """values[t - 1] per example, shaped to broadcast against x [B, ...]."""
+    """values[t - 1] per example, shaped to broadcast against x [B, ...]. Concrete
+    timesteps outside 1..T raise (indexing would wrap t = 0 to T, or clip t > T); traced
+    ones, inside the caller's jit, are not checked."""
+    if not isinstance(t_B, jax.core.Tracer):
+        t = np.asarray(t_B)
+        T = values_T.shape[0]
+        if t.size and (t.min() < 1 or t.max() > T):
+            raise ValueError(f"t_B: timesteps must be in 1..T = {T}, got {t.min()}..{t.max()}")
     v = values_T[t_B - 1]
     return v.reshape(v.shape + (1,) * (x.ndim - 1))
 

@@ -76,6 +76,11 @@ def test_q_sample_and_predict_x0_invert_each_other():
     np.testing.assert_allclose(np.asarray(predict_x0(s, xt, t, eps)), np.asarray(x0), atol=2e-3)
     with pytest.raises(ValueError, match="t_B"):
         q_sample(s, x0, jnp.array([1, 2]), eps)
+    for bad in ([0, 10, 500, 1000], [1, 10, 500, 1001]):  # 0 would wrap to T, 1001 clip
+        with pytest.raises(ValueError, match=r"t_B: timesteps must be in 1..T = 1000"):
+            q_sample(s, x0, jnp.array(bad), eps)
+    jitted = jax.jit(q_sample)(s, x0, t, eps)  # traced timesteps are not checked
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(xt), rtol=1e-6, atol=1e-6)
 
 
 def test_posterior_mean_and_variance_equal_gaussian_conditioning():

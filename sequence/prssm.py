@@ -324,6 +324,11 @@ def elbo_terms(
     B, H, Y = y_BHY.shape
     S, X = config.num_samples, config.latent_dim
     W = config.recognition_window
+    if u_BHU.ndim != 3 or u_BHU.shape[:2] != (B, H) or H < W:
+        raise ValueError(
+            f"y_BHY, u_BHU: must be [B, H, Dy] and [B, H, Du] with H >= recognition_window "
+            f"({W}), got {y_BHY.shape} and {u_BHU.shape}"
+        )
     recog = Recognition(X, config.recognition_hidden)
     mean_BX, std_BX = recog.apply(
         {"params": params.recognition}, recognition_input(y_BHY[:, :W], u_BHU[:, :W])
@@ -369,6 +374,11 @@ def free_simulation(
     """
     W = config.recognition_window
     Y = y_window_WY.shape[-1]
+    if y_window_WY.ndim != 2 or y_window_WY.shape[0] != W or u_TU.ndim != 2 or len(u_TU) < W:
+        raise ValueError(
+            f"y_window_WY: must be [recognition_window = {W}, Dy] and u_TU [T >= {W}, Du], got "
+            f"{y_window_WY.shape} and {u_TU.shape}"
+        )
     recog = Recognition(config.latent_dim, config.recognition_hidden)
     mean_1X, std_1X = recog.apply(
         {"params": params.recognition}, recognition_input(y_window_WY[None], u_TU[None, :W])

@@ -16,6 +16,7 @@ from rlax_zoo.config import ConfigError, validate
 from sequence.prssm import (
     PRSSMConfig,
     elbo_terms,
+    free_simulation,
     init_params,
     lagged_inputs,
     make_prssm_trainer,
@@ -90,6 +91,23 @@ def test_elbo_data_term_matches_closed_form_for_a_random_walk():
     np.testing.assert_allclose(
         float(summed["loglik"]), config.num_samples * float(terms["loglik"]), rtol=1e-5
     )
+
+
+def test_mismatched_shapes_name_the_arguments():
+    config = PRSSMConfig(**SMALL)  # recognition_window 4
+    params = init_params(jax.random.key(0), config, 1, 1)
+    y, u = jnp.zeros((2, 6, 1)), jnp.zeros((2, 6, 1))
+    with pytest.raises(ValueError, match="y_BHY, u_BHU: must be"):
+        elbo_terms(params, y, u[:, :5], jax.random.key(1), config, 1.0)
+    with pytest.raises(ValueError, match="H >= recognition_window"):
+        elbo_terms(params, y[:, :3], u[:, :3], jax.random.key(1), config, 1.0)
+    key = jax.random.key(1)
+    with pytest.raises(ValueError, match=r"y_window_WY: must be \[recognition_window = 4, Dy\]"):
+        free_simulation(params, jnp.zeros((10, 1)), jnp.zeros((3, 1)), key, config, 5)
+    with pytest.raises(ValueError, match=r"u_TU \[T >= 4, Du\]"):
+        free_simulation(params, jnp.zeros((3, 1)), jnp.zeros((4, 1)), key, config, 5)
+    mean, var = free_simulation(params, jnp.zeros((10, 1)), jnp.zeros((4, 1)), key, config, 5)
+    assert mean.shape == var.shape == (10, 1)
 
 
 @pytest.mark.parametrize(

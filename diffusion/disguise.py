@@ -67,6 +67,9 @@ def project(
     moves every pixel toward x_b (which is in the box), so the result lies in every set, and it
     is the exact projection whenever the scaled point is already inside the box.
     """
+    for name, value in (("linf_radius", linf_radius), ("mse_radius", mse_radius)):
+        if isinstance(value, int | float) and not value > 0:  # 0 would give 0 / 0 below
+            raise ValueError(f"{name}: must be > 0 or None, got {value}")
     if mse_radius is not None:
         delta = x_d - x_b
         mse = jnp.mean(jnp.square(delta), axis=(-3, -2, -1), keepdims=True)
@@ -266,15 +269,22 @@ def revelation_distances(
     return np.asarray(image_distance(decode(encode(jnp.asarray(x))), jnp.asarray(x_c)[None]))
 
 
+def _checked_scores(negative_scores, positive_scores) -> tuple[np.ndarray, np.ndarray]:
+    neg = np.asarray(negative_scores, np.float64).ravel()
+    pos = np.asarray(positive_scores, np.float64).ravel()
+    if not len(neg) or not len(pos):
+        raise ValueError("negative_scores, positive_scores: both must be non-empty")
+    if not (np.all(np.isfinite(neg)) and np.all(np.isfinite(pos))):
+        raise ValueError("negative_scores, positive_scores: must be finite (NaN sorts anywhere)")
+    return neg, pos
+
+
 def roc_curve(
     negative_scores: np.ndarray, positive_scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false-positive rates, true-positive rates, thresholds) of the rule "score >= t flags
     positive", one point per distinct score (descending), starting at (0, 0)."""
-    neg = np.asarray(negative_scores, np.float64).ravel()
-    pos = np.asarray(positive_scores, np.float64).ravel()
-    if not len(neg) or not len(pos):
-        raise ValueError("negative_scores, positive_scores: both must be non-empty")
+    neg, pos = _checked_scores(negative_scores, positive_scores)
     thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
     fpr = np.searchsorted(-np.sort(neg)[::-1], -thresholds, side="right") / len(neg)
     tpr = np.searchsorted(-np.sort(pos)[::-1], -thresholds, side="right") / len(pos)
@@ -284,10 +294,7 @@ def roc_curve(
 def auroc(negative_scores: np.ndarray, positive_scores: np.ndarray) -> float:
     """Area under the ROC curve = P(score_pos > score_neg) + P(equal) / 2 (the Mann-Whitney
     statistic), exact; higher scores mean "positive"."""
-    neg = np.asarray(negative_scores, np.float64).ravel()
-    pos = np.asarray(positive_scores, np.float64).ravel()
-    if not len(neg) or not len(pos):
-        raise ValueError("negative_scores, positive_scores: both must be non-empty")
+    neg, pos = _checked_scores(negative_scores, positive_scores)
     neg = np.sort(neg)
     below = np.searchsorted(neg, pos, side="left")
     equal = np.searchsorted(neg, pos, side="right") - below

@@ -62,6 +62,9 @@ def test_projection_onto_box_and_balls():
     x_b0 = np.zeros((1, 4, 4, 1), np.float32)
     x_d0 = np.full((1, 4, 4, 1), 0.5, np.float32)  # D1 = 0.25
     np.testing.assert_allclose(np.asarray(project(x_d0, x_b0, mse_radius=0.01)), 0.1, rtol=1e-6)
+    for radius in ("mse_radius", "linf_radius"):  # a zero ball: 0 / 0 for x_d = x_b
+        with pytest.raises(ValueError, match=f"{radius}: must be > 0 or None, got 0"):
+            project(x_b0, x_b0, **{radius: 0.0})
 
 
 def test_one_sgd_step_is_line_six_of_algorithm_one():
@@ -185,6 +188,10 @@ def test_auroc_and_roc_against_brute_force():
     assert auroc([0.0], [1.0]) == 1.0 and auroc([1.0], [0.0]) == 0.0
     with pytest.raises(ValueError, match="non-empty"):
         auroc([], [1.0])
+    with pytest.raises(ValueError, match="must be finite"):
+        auroc([0.0, np.nan], [1.0])
+    with pytest.raises(ValueError, match="must be finite"):
+        roc_curve([0.0], [1.0, np.inf])
 
 
 def test_symbol_stamp_and_detector_by_hand():

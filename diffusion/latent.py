@@ -240,7 +240,7 @@ def load_autoencoder(run_dir: str) -> LoadedAutoencoder:
                 f"autoencoder: {run_dir!r} is not a finished autoencoder run (no {path})"
             )
     with open(paths[0]) as f:
-        config = config_lib.from_json(AutoencoderConfig, f.read())
+        config = config_lib.from_json(AutoencoderConfig, f.read(), paths[0])
     with open(paths[1]) as f:
         results = json.load(f)
     if "image_shape" in results:  # the data file is not needed, nor read, to load the model

@@ -444,7 +444,7 @@ def sample_from_run(
     if not os.path.exists(path):
         raise CheckpointError(f"run: {run_dir!r} is not a run folder (no config.json)")
     with open(path) as f:
-        config = config_lib.from_json(DDPMConfig, f.read())
+        config = config_lib.from_json(DDPMConfig, f.read(), path)
     config = config_lib.replace_given(
         config,
         sample_eta=eta,

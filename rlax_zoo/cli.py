@@ -227,10 +227,14 @@ def _env_id_of(args) -> str | None:
     return getattr(args, "env_id", None)
 
 
+def _resumed_config_path(args) -> str:
+    return os.path.join(args.resume, "config.json")
+
+
 def _resumed_config_text(args) -> str | None:
     """The config.json text of the run that `--resume` names (None if unreadable)."""
     try:
-        with open(os.path.join(args.resume, "config.json")) as f:
+        with open(_resumed_config_path(args)) as f:
             return f.read()
     except OSError:
         return None
@@ -254,13 +258,12 @@ def apply_resume_flags(cls, args) -> None:
             f"--resume: {flags} cannot change a resumed run (it keeps its config.json); "
             f"only {allowed} can be given with --resume"
         )
-    text = _resumed_config_text(args)
+    text, path = _resumed_config_text(args), _resumed_config_path(args)
     if not given or text is None:
         return  # nothing to change; the run loader reports a bad run folder itself
-    config = config_lib.from_args(cls, args, base=config_lib.from_json(cls, text))
+    config = config_lib.from_args(cls, args, base=config_lib.from_json(cls, text, path))
     new_text = config_lib.to_json(config)
     if new_text != text:
-        path = os.path.join(args.resume, "config.json")
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(new_text)
@@ -294,7 +297,7 @@ def _initialize_distributed(cls, args) -> None:
     if args.resume is None:
         config = config_lib.from_args(cls, args)
     elif (text := _resumed_config_text(args)) is not None:
-        config = config_lib.from_json(cls, text)
+        config = config_lib.from_json(cls, text, _resumed_config_path(args))
     else:
         return  # the run loader reports a bad run folder itself
     if config.num_processes > 1:

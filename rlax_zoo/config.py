@@ -204,15 +204,23 @@ def to_json(config) -> str:
     return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
 
 
-def from_json(cls, text: str):
-    """Rebuild a config saved by `to_json` (tuples come back from JSON lists)."""
-    raw = json.loads(text)
+def from_json(cls, text: str, source: str = "config file"):
+    """Rebuild a config saved by `to_json` (tuples come back from JSON lists); text that is
+    not a JSON object of the config's fields raises ConfigError naming `source` (a path)."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: must hold a JSON object, got {type(raw).__name__}")
     types = _field_types(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - known
     if unknown:
-        raise ConfigError(f"config file has unknown fields {sorted(unknown)}")
+        raise ConfigError(f"{source}: unknown fields {sorted(unknown)}")
     for name, value in raw.items():
         if typing.get_origin(types[name]) is tuple:
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
             raw[name] = tuple(value)
     return cls(**raw)

@@ -139,7 +139,7 @@ def run(
         if not os.path.exists(cfg_path):
             raise CheckpointError(f"resume: {run_dir!r} is not a run folder (no config.json)")
         with open(cfg_path) as f:
-            config = config_lib.from_json(type(config), f.read())
+            config = config_lib.from_json(type(config), f.read(), cfg_path)
     else:
         config_lib.validate(config)
         run_dir = run_dir or default_run_dir(method, config)
@@ -386,7 +386,7 @@ def prepare_run_dir(
         if not os.path.exists(path):
             raise CheckpointError(f"resume: {resume!r} is not a run folder (no config.json)")
         with open(path) as f:
-            config = config_lib.from_json(config_cls, f.read())
+            config = config_lib.from_json(config_cls, f.read(), path)
         config_lib.validate(config)
         return config, resume, load(config) if load is not None else None
     config = config if config is not None else config_cls()

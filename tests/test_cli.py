@@ -188,3 +188,10 @@ def test_resume_takes_a_time_budget_and_refuses_other_flags(capsys, tmp_path):
     assert config_lib.from_json(DQNConfig, (run / "config.json").read_text()) == DQNConfig(
         learning_rate=0.002, time_budget_s=90.0
     )
+    # a damaged config.json: an error that names the file, from the CLI (not a traceback)
+    for damaged, wanted in [("{lost", "not valid JSON"), ("[1]", "must hold a JSON object")]:
+        (run / "config.json").write_text(damaged)
+        code = cli.main(["train", "dqn", "--resume", str(run)])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"{run / 'config.json'}: {wanted}" in err, err

@@ -55,11 +55,25 @@ def default_run_dir(method: str, config, root: str = "runs") -> str:
     return os.path.join(root, f"{method}-{env}-seed{config.seed}-{stamp}")
 
 
-def read_csv(path: str) -> list[dict]:
+def read_csv(path: str, numbers: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of a run's CSV log ([] if there is none); a row whose `numbers` columns do
+    not all hold numbers raises CheckpointError naming the file and line."""
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        for row in reader:
+            for column in numbers:
+                try:
+                    float(row[column])
+                except (KeyError, TypeError, ValueError):
+                    raise CheckpointError(
+                        f"resume: {path} line {reader.line_num} has no number in column "
+                        f"{column!r}: the log is damaged (move it aside to resume without it)"
+                    ) from None
+            rows.append(row)
+    return rows
 
 
 def write_csv(path: str, rows: list[dict], fields: list[str] | None = None) -> None:
@@ -190,10 +204,12 @@ def run(
                 )
         metrics_rows = [
             r
-            for r in read_csv(os.path.join(run_dir, "metrics.csv"))
+            for r in read_csv(os.path.join(run_dir, "metrics.csv"), ("chunk",))
             if int(r["chunk"]) < chunk_index
         ]
-        episode_rows = read_csv(os.path.join(run_dir, "episodes.csv"))
+        episode_rows = read_csv(
+            os.path.join(run_dir, "episodes.csv"), ("env_steps", "seed", "return")
+        )
         episode_rows = [r for r in episode_rows if int(r["env_steps"]) <= meta["env_steps"]]
 
     metrics_path = os.path.join(run_dir, "metrics.csv")
@@ -472,7 +488,7 @@ def drive_chunks(
         restored, meta, _ = checkpointer.restore(lambda meta: {"state": template})
         state = jax.tree.map(jax.numpy.asarray, restored["state"])
         chunk_index, train_seconds = int(meta["chunk"]), float(meta["train_seconds"])
-        rows = [r for r in read_csv(metrics_path) if int(r["chunk"]) < chunk_index]
+        rows = [r for r in read_csv(metrics_path, ("chunk",)) if int(r["chunk"]) < chunk_index]
 
     def save():
         meta = {"chunk": chunk_index, "train_seconds": train_seconds}

@@ -92,3 +92,21 @@ def test_drive_chunks_time_budget_stops_checkpointed_and_resumes(tmp_path, monke
     rest = runner.drive_chunks(str(tmp_path), jnp.int32(0), [3] * 5, train_fn, resume=True, **kw)
     assert (rest.out_of_time, rest.ran_chunks, int(rest.state)) == (False, 3, 15)
     assert [int(r["step"]) for r in rest.rows] == [3, 6, 9, 12, 15]
+
+
+def test_a_damaged_log_is_named_on_resume(tmp_path):
+    """read_csv, which a resume uses to keep the logs of the chunks already run: a row whose
+    counter columns are not numbers names the file and line (no KeyError traceback)."""
+    read_csv = runner.read_csv
+    path = tmp_path / "metrics.csv"
+    path.write_text("chunk,loss\n0,0.5\n1,0.25\n")
+    assert [r["loss"] for r in read_csv(str(path), ("chunk",))] == ["0.5", "0.25"]
+    assert read_csv(str(tmp_path / "none.csv"), ("chunk",)) == []
+    path.write_text("chunk,loss\n0,0.5\nx\x00,1\n")
+    with pytest.raises(
+        CheckpointError, match=r"metrics.csv line 3 has no number in column 'chunk'"
+    ):
+        read_csv(str(path), ("chunk",))
+    path.write_text("garbage\n1\n")
+    with pytest.raises(CheckpointError, match="line 2 has no number in column 'chunk'"):
+        read_csv(str(path), ("chunk",))

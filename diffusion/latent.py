@@ -241,8 +241,14 @@ def load_autoencoder(run_dir: str) -> LoadedAutoencoder:
             )
     with open(paths[0]) as f:
         config = config_lib.from_json(AutoencoderConfig, f.read(), paths[0])
-    with open(paths[1]) as f:
-        results = json.load(f)
+    try:
+        with open(paths[1]) as f:
+            results = json.load(f)
+        float(results["latent_scale"])
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(
+            f"autoencoder: {paths[1]} is damaged (no latent_scale in a JSON object: {e})"
+        ) from None
     if "image_shape" in results:  # the data file is not needed, nor read, to load the model
         example = np.zeros((1, *results["image_shape"]), np.float32)
     else:  # a run folder written before results.json recorded the shape

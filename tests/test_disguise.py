@@ -24,6 +24,7 @@ from diffusion.disguise import (
     revelation_distances,
     roc_curve,
 )
+from rlax_zoo.checkpointing import CheckpointError
 from tests.test_ddpm import bars_dataset
 
 
@@ -296,6 +297,12 @@ def test_autoencoder_latent_ddpm_and_the_disguise_cli(tmp_path, capsys):
         load_autoencoder(str(tmp_path / "ae")).encode(probe), ae.encode(probe)
     )
     os.rename(str(tmp_path / "moved.npz"), data)
+    results_path = tmp_path / "ae" / "results.json"
+    kept = results_path.read_text()
+    results_path.write_text('{"test_mse": 0.1')  # cut short
+    with pytest.raises(CheckpointError, match="results.json is damaged"):
+        load_autoencoder(str(tmp_path / "ae"))
+    results_path.write_text(kept)
 
     from diffusion.data import load_npz_images
 

@@ -217,7 +217,12 @@ def from_json(cls, text: str, source: str = "config file"):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - known
     if unknown:
-        raise ConfigError(f"{source}: unknown fields {sorted(unknown)}")
+        names = sorted(unknown)
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise ConfigError(
+            f"{source}: fields unknown to {cls.__name__} {names[:5]}{more} (a run of "
+            "another method?)"
+        )
     for name, value in raw.items():
         if typing.get_origin(types[name]) is tuple:
             if not isinstance(value, list):

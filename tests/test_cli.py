@@ -189,7 +189,11 @@ def test_resume_takes_a_time_budget_and_refuses_other_flags(capsys, tmp_path):
         learning_rate=0.002, time_budget_s=90.0
     )
     # a damaged config.json: an error that names the file, from the CLI (not a traceback)
-    for damaged, wanted in [("{lost", "not valid JSON"), ("[1]", "must hold a JSON object")]:
+    for damaged, wanted in [
+        ("{lost", "not valid JSON"),
+        ("[1]", "must hold a JSON object"),
+        ('{"sample_steps": 50}', "fields unknown to DQNConfig ['sample_steps']"),
+    ]:
         (run / "config.json").write_text(damaged)
         code = cli.main(["train", "dqn", "--resume", str(run)])
         assert code == 2

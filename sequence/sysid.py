@@ -125,7 +125,14 @@ def gaussian_metrics(
     y_true_TD: np.ndarray, mean_TD: np.ndarray, var_TD: np.ndarray
 ) -> dict[str, float]:
     """RMSE of the predictive mean, mean Gaussian log-density per output value, and the
-    fraction of values inside mean +- 2 std (95.4% for a calibrated Gaussian)."""
+    fraction of values inside mean +- 2 std (95.4% for a calibrated Gaussian). All three
+    arrays [T, D] of one shape (no broadcasting: [T, 1] against [T] would compare every pair)."""
+    shapes = {np.shape(y_true_TD), np.shape(mean_TD), np.shape(var_TD)}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"y_true_TD, mean_TD, var_TD: must have one shape, got {np.shape(y_true_TD)}, "
+            f"{np.shape(mean_TD)} and {np.shape(var_TD)}"
+        )
     err = y_true_TD - mean_TD
     var = np.maximum(var_TD, 1e-300)
     return dict(
@@ -165,6 +172,11 @@ def fit_arx(u_TD: np.ndarray, y_TD: np.ndarray, na: int, nb: int) -> np.ndarray:
       theta [na*Dy + nb*Du + 1, Dy].
     """
     k = max(na, nb)
+    if min(na, nb) < 1 or len(y_TD) <= k or len(u_TD) != len(y_TD):
+        raise ValueError(
+            f"fit_arx: need na, nb >= 1 and equally long u_TD, y_TD longer than max(na, nb), "
+            f"got na={na}, nb={nb}, {len(u_TD)} and {len(y_TD)} rows"
+        )
     X = np.stack([_arx_features(y_TD, u_TD, t, na, nb) for t in range(k, len(y_TD))])
     return np.linalg.lstsq(X, y_TD[k:], rcond=None)[0]
 

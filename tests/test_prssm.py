@@ -285,6 +285,8 @@ def test_arx_recovers_a_noiseless_system_and_simulates_it():
     np.testing.assert_allclose(simulate_arx(theta, u, y[:2], 2, 1), y, atol=1e-8)
     _, na, nb, rmse = select_arx(u, y, max_order=3)
     assert rmse < 1e-8 and na >= 2
+    with pytest.raises(ValueError, match="fit_arx: need na, nb >= 1"):
+        fit_arx(u[:3], y[:3], 4, 1)
 
 
 def test_gaussian_metrics_by_hand():
@@ -292,6 +294,8 @@ def test_gaussian_metrics_by_hand():
     assert m["rmse"] == pytest.approx(math.sqrt(4.5))
     assert m["coverage_2std"] == 0.5  # errors 0 and 3 against a std of 1
     assert m["log_likelihood"] == pytest.approx(-0.5 * math.log(2 * math.pi) - 2.25)
+    with pytest.raises(ValueError, match="must have one shape"):  # [T, 1] against [T]
+        gaussian_metrics(np.array([[1.0], [3.0]]), np.array([1.0, 0.0]), np.ones((2, 1)))
 
 
 def test_mixture_moments_equal_pooled_samples():

@@ -134,8 +134,12 @@ def main() -> None:
     print("machine: " + machine_line())
     run_dir = args.run
     if run_dir is None:
-        overrides = config_lib.parse_overrides(DDPMConfig, args.set)
-        cfg = dataclasses.replace(DDPMConfig(sample_count=0), **overrides)
+        try:
+            overrides = config_lib.parse_overrides(DDPMConfig, args.set)
+            cfg = dataclasses.replace(DDPMConfig(sample_count=0), **overrides)
+            config_lib.validate(cfg)
+        except config_lib.ConfigError as e:
+            p.error(str(e))
         run_dir = os.path.join(args.root, f"ddpm-{time.time():.0f}")
         run_ddpm(cfg, run_dir=run_dir, progress=True)
     config, trainer, params, results = load_run(run_dir)

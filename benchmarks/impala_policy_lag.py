@@ -71,7 +71,10 @@ def main() -> None:
     print("command: python " + " ".join(sys.argv))
     root = args.out or tempfile.mkdtemp(prefix="impala_lag_")
     grid = np.linspace(0, args.steps, 101)[1:]
-    overrides = config_lib.parse_overrides(impala.ImpalaConfig, args.set)
+    try:
+        overrides = config_lib.parse_overrides(impala.ImpalaConfig, args.set)
+    except config_lib.ConfigError as e:
+        parser.error(str(e))
     results = {}
     for lag in args.lags:
         for correction in impala.CORRECTIONS:

@@ -85,7 +85,11 @@ def main() -> None:
     apply_xla_cpu_threads(args)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
-    overrides = config_lib.parse_overrides(PRSSMConfig, args.set)
+    try:
+        overrides = config_lib.parse_overrides(PRSSMConfig, args.set)
+        config_lib.validate(dataclasses.replace(PRSSMConfig(), **overrides))
+    except config_lib.ConfigError as e:
+        p.error(str(e))
     if args.first_seed < 0:
         p.error(f"--first-seed: seeds are >= 0, got {args.first_seed}")
     if args.ensemble < 1:

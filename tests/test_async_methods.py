@@ -132,20 +132,25 @@ def test_threads_share_counter_and_parameters(method):
     np.testing.assert_array_equal(out.episodes[:, 1], out.episodes[:, 2])  # CartPole: +1/step
 
 
+def failing_on_call(fn, n: int, message: str):
+    """(wrapper, calls): the wrapper calls fn, except that its n-th call raises RuntimeError."""
+    calls = []
+
+    def wrapper(*args):
+        calls.append(1)
+        if len(calls) == n:
+            raise RuntimeError(message)
+        return fn(*args)
+
+    return wrapper, calls
+
+
 def test_an_error_in_one_thread_reaches_the_caller():
     """A thread that fails (here its third segment raises) neither hangs the chunk nor is
     lost: the other thread finishes the segments and run_chunk re-raises the error."""
     trainer = am.make_async(am.AsyncConfig(method="q", threads=2, envs_per_thread=1, t_max=5))
     worker = trainer.workers[1]
-    real, calls = worker.segment, []
-
-    def failing(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("env crashed in thread 1")
-        return real(*args)
-
-    worker.segment = failing
+    worker.segment, calls = failing_on_call(worker.segment, 3, "env crashed in thread 1")
     with pytest.raises(RuntimeError, match="env crashed in thread 1"):
         trainer.run_chunk(None, trainer.init_state(), True, 20)
     assert len(calls) == 3

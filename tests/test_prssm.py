@@ -252,24 +252,17 @@ def test_loader_splits_normalises_with_training_statistics_and_refuses_bad_files
     with pytest.raises(DataError, match="split"):
         load_sysid_csv(path, 1.5)
     bad = tmp_path / "bad.csv"
-    bad.write_text("a,b\n1,2\n3,4\n")
-    with pytest.raises(DataError, match="u\\.\\.\\."):
-        load_sysid_csv(str(bad))
-    bad.write_text("u,y\n1,2\n3,nan\n5,6\n7,8\n")
-    with pytest.raises(DataError, match="NaN"):
-        load_sysid_csv(str(bad))
-    bad.write_text("u,y\n1,2\n\n3\n5,6\n7,8\n")  # a blank line is skipped, not counted
-    with pytest.raises(DataError, match="line 4 has 1 values; the header has 2"):
-        load_sysid_csv(str(bad))
-    bad.write_text("u,y\n1,2\n3,x\n5,6\n7,8\n")
-    with pytest.raises(DataError, match="line 3 has a non-numeric value"):
-        load_sysid_csv(str(bad))
-    bad.write_text("u,y\n")
-    with pytest.raises(DataError, match="no data rows"):
-        load_sysid_csv(str(bad))
-    bad.write_text("")
-    with pytest.raises(DataError, match="empty"):
-        load_sysid_csv(str(bad))
+    for text, needle in [
+        ("a,b\n1,2\n3,4\n", "u\\.\\.\\."),
+        ("u,y\n1,2\n3,nan\n5,6\n7,8\n", "NaN"),
+        ("u,y\n1,2\n\n3\n5,6\n7,8\n", "line 4 has 1 values; the header has 2"),  # blank skipped
+        ("u,y\n1,2\n3,x\n5,6\n7,8\n", "line 3 has a non-numeric value"),
+        ("u,y\n", "no data rows"),
+        ("", "empty"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(DataError, match=needle):
+            load_sysid_csv(str(bad))
     with pytest.raises(DataError, match="both parts need at least 2"):
         load_sysid_csv(path, 99)
 

@@ -321,14 +321,14 @@ def elbo_terms(
     Returns:
       dict with elbo, loglik (scaled), kl_z, kl_x1 (scaled): scalars.
     """
-    B, H, Y = y_BHY.shape
     S, X = config.num_samples, config.latent_dim
     W = config.recognition_window
-    if u_BHU.ndim != 3 or u_BHU.shape[:2] != (B, H) or H < W:
+    if y_BHY.ndim != 3 or u_BHU.shape[:-1] != y_BHY.shape[:-1] or y_BHY.shape[1] < W:
         raise ValueError(
             f"y_BHY, u_BHU: must be [B, H, Dy] and [B, H, Du] with H >= recognition_window "
             f"({W}), got {y_BHY.shape} and {u_BHU.shape}"
         )
+    B, H, Y = y_BHY.shape
     recog = Recognition(X, config.recognition_hidden)
     mean_BX, std_BX = recog.apply(
         {"params": params.recognition}, recognition_input(y_BHY[:, :W], u_BHU[:, :W])

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("ddpm", "ddim"),
         help="Ancestral sampling (T network calls) or strided DDIM (default: ddpm).",
     )
-    sample.add_argument("--steps", type=int, default=50, help="DDIM network calls (default: 50).")
+    sample.add_argument("--steps", type=int, default=None, help="DDIM network calls (default: 50).")
     sample.add_argument(
         "--eta",
         type=float,
@@ -311,12 +311,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sample":
         from diffusion.train import sample_from_run
 
+        # a flag of the other sampler would be silently ignored: refuse it by name
+        ddim_flags = dict(steps=args.steps, eta=args.eta, spacing=args.spacing)
+        ddim_flags["rederive-eps"] = args.rederive_eps
+        given = [f"--{k}" for k, v in ddim_flags.items() if v is not None]
+        if args.sampler == "ddpm" and given:
+            print(f"rlax-zoo: error: {', '.join(given)} apply to --sampler ddim", file=sys.stderr)
+            return 2
+        if args.sampler == "ddim" and args.sigma is not None:
+            print("rlax-zoo: error: --sigma applies to --sampler ddpm", file=sys.stderr)
+            return 2
         try:
             path, _ = sample_from_run(
                 args.run,
                 args.n,
                 args.sampler,
-                args.steps,
+                50 if args.steps is None else args.steps,
                 args.seed,
                 args.out,
                 eta=args.eta,

@@ -502,10 +502,16 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     argv = ["sample", "--run", str(tmp_path / "full"), "--n", "2", "--sigma", "posterior"]
     assert cli.main([*argv, "--out", out]) == 0 and os.path.exists(out)
     assert "wrote 2 samples" in capsys.readouterr().out
-    assert cli.main(["sample", "--run", str(tmp_path / "full"), "--steps", "500"]) == 2
-    assert "steps" in capsys.readouterr().err
-    assert cli.main(["sample", "--run", str(tmp_path / "full"), "--eta", "2"]) == 2
+    ddim = ["sample", "--run", str(tmp_path / "full"), "--sampler", "ddim"]
+    assert cli.main([*ddim, "--steps", "500"]) == 2
+    assert "steps: must be in [1, 100], got 500" in capsys.readouterr().err
+    assert cli.main([*ddim, "--eta", "2"]) == 2
     assert "sample_eta" in capsys.readouterr().err
+    # a flag of the other sampler is refused, not ignored
+    assert cli.main(["sample", "--run", str(tmp_path / "full"), "--steps", "5", "--eta", "0"]) == 2
+    assert "--steps, --eta apply to --sampler ddim" in capsys.readouterr().err
+    assert cli.main([*ddim, "--sigma", "posterior"]) == 2
+    assert "--sigma applies to --sampler ddpm" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: invalid choice
         cli.main(["sample", "--run", str(tmp_path / "full"), "--spacing", "cubic"])
     assert "quadratic" in capsys.readouterr().err

@@ -68,6 +68,10 @@ class AutoencoderConfig:
     eval_every: int = option(200, "Steps per chunk (one log row and checkpoint each).", low=1)
     checkpoint_every: int = option(1, "Checkpoint every this many chunks.", low=1)
 
+    def check(self):
+        if not self.widths:
+            raise ConfigError("widths: need at least one stride-2 stage, got ()")
+
 
 class AETrainState(NamedTuple):
     params: dict

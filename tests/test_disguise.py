@@ -260,6 +260,9 @@ def test_residual_autoencoder_blocks_start_as_identity_and_train(tmp_path):
     bad = dataclasses.replace(config, widths=(12,))
     with pytest.raises(ConfigError, match="widths"):
         run_autoencoder(bad, run_dir=str(tmp_path / "bad"), progress=False)
+    no_stage = dataclasses.replace(config, widths=())  # was an IndexError inside the encoder
+    with pytest.raises(ConfigError, match="widths: need at least one stride-2 stage"):
+        run_autoencoder(no_stage, run_dir=str(tmp_path / "bad"), progress=False)
 
 
 def test_autoencoder_latent_ddpm_and_the_disguise_cli(tmp_path, capsys):

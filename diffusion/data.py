@@ -36,7 +36,7 @@ def to_model_range(images: np.ndarray, max_value: float | None = None) -> np.nda
     lo, hi = float(x.min()), float(x.max())
     if max_value is None:
         max_value = 255.0 if x.dtype == np.uint8 else hi
-    if lo < 0 or hi > max(max_value, 0.0):
+    if lo < 0 or (max_value > 0 and hi > max_value):
         raise ImageDataError(
             f"images: values must lie in 0..max_value = {max_value}, got {lo}..{hi} (images "
             "already in [-1, 1] need no conversion)"

@@ -312,9 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         from diffusion.train import sample_from_run
 
         # a flag of the other sampler would be silently ignored: refuse it by name
-        ddim_flags = dict(steps=args.steps, eta=args.eta, spacing=args.spacing)
-        ddim_flags["rederive-eps"] = args.rederive_eps
-        given = [f"--{k}" for k, v in ddim_flags.items() if v is not None]
+        ddim_flags = {
+            "--steps": args.steps,
+            "--eta": args.eta,
+            "--spacing": args.spacing,
+            "--rederive-eps": args.rederive_eps,
+        }
+        given = [flag for flag, value in ddim_flags.items() if value is not None]
         if args.sampler == "ddpm" and given:
             print(f"rlax-zoo: error: {', '.join(given)} apply to --sampler ddim", file=sys.stderr)
             return 2

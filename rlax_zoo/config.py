@@ -179,17 +179,14 @@ def parse_overrides(cls, items: list[str]) -> dict[str, Any]:
                 f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}"
             )
         kind = types[name]
-        word = text.strip().lower()
         try:
             if kind is bool:
-                if word not in _BOOL_WORDS:
-                    raise ValueError
-                out[name] = _BOOL_WORDS[word]
+                out[name] = _BOOL_WORDS[text.strip().lower()]
             elif typing.get_origin(kind) is tuple:
                 out[name] = _parse_tuple(text)
             else:
                 out[name] = kind(text)
-        except (ValueError, argparse.ArgumentTypeError):
+        except (KeyError, ValueError, argparse.ArgumentTypeError):
             wanted = {bool: "true or false", int: "an integer", float: "a number"}.get(
                 kind, "comma-separated integers" if typing.get_origin(kind) is tuple else "text"
             )

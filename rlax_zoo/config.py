@@ -60,6 +60,10 @@ def _field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate(config) -> None:
     """Check every field's type, range and choices, then the config's own `check()`."""
     types = _field_types(type(config))
@@ -70,8 +74,14 @@ def validate(config) -> None:
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: must be true or false, got {value!r}")
             continue
-        if kind is int and not (isinstance(value, int) and not isinstance(value, bool)):
+        if kind is int and not _is_int(value):
             raise ConfigError(f"{name}: must be an integer, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise ConfigError(f"{name}: must be text, got {value!r}")
+        if typing.get_origin(kind) is tuple and not (
+            isinstance(value, tuple) and all(_is_int(v) for v in value)
+        ):
+            raise ConfigError(f"{name}: must be a tuple of integers, got {value!r}")
         if kind is float:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ConfigError(f"{name}: must be a number, got {value!r}")

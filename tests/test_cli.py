@@ -199,3 +199,12 @@ def test_resume_takes_a_time_budget_and_refuses_other_flags(capsys, tmp_path):
         assert code == 2
         err = capsys.readouterr().err
         assert f"{run / 'config.json'}: {wanted}" in err, err
+    # hand-edited fields of the wrong type: refused by name before anything compiles
+    for edited, wanted in [
+        ('{"hidden_sizes": ["a", 1]}', "hidden_sizes: must be a tuple of integers"),
+        ('{"hidden_sizes": [64, true]}', "hidden_sizes: must be a tuple of integers"),
+        ('{"env_id": 5}', "env_id: must be text, got 5"),
+    ]:
+        (run / "config.json").write_text(edited)
+        assert cli.main(["train", "dqn", "--resume", str(run)]) == 2
+        assert wanted in capsys.readouterr().err

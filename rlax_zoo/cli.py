@@ -207,7 +207,74 @@ def build_parser() -> argparse.ArgumentParser:
         "--linf-radius", type=float, default=0.112, help="L-inf ball radius (<= 0: none)."
     )
     disguise.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    bench = sub.add_parser(
+        "bench",
+        help="Run a benchmark script of benchmarks/ (a checkout's): `rlax-zoo bench` lists "
+        "them, `rlax-zoo bench NAME --help` shows one's flags.",
+        description="Run a script of the checkout's benchmarks/ folder with the flags that "
+        "follow its name (each prints its command, machine and versions; RESULTS.md has the "
+        "tables). Without a name: the list, with each script's first docstring line.",
+    )
+    bench.add_argument(
+        "--benchmarks-dir",
+        default=None,
+        metavar="DIR",
+        help="The folder of benchmark scripts (default: benchmarks/ beside the installed "
+        "package, then ./benchmarks).",
+    )
+    bench.add_argument("name", nargs="?", default=None, help="A script's name, without .py.")
+    bench.add_argument("script_args", nargs=argparse.REMAINDER, help="Flags for the script.")
     return parser
+
+
+def benchmark_scripts(folder: str) -> dict[str, str]:
+    """{name: first line of the module docstring} of every script in `folder` (read, not
+    imported: a script may set XLA flags before JAX starts); {} if there is no such folder."""
+    import ast
+
+    out = {}
+    for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        if file.endswith(".py") and not file.startswith("_"):
+            with open(os.path.join(folder, file)) as f:
+                doc = ast.get_docstring(ast.parse(f.read())) or ""
+            out[file[:-3]] = doc.splitlines()[0] if doc else ""
+    return out
+
+
+def run_benchmark(name: str | None, script_args: list[str], folder: str | None = None) -> int:
+    """`rlax-zoo bench [NAME ARGS...]`: list the scripts, or run one in a fresh Python
+    process (its own XLA flags; relative paths resolve against the current folder, as with
+    `python benchmarks/NAME.py`) and return its exit status. `folder` None: benchmarks/
+    beside the installed package (a checkout's), else ./benchmarks."""
+    import subprocess
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    places = (
+        [folder] if folder is not None else [os.path.join(checkout, "benchmarks"), "benchmarks"]
+    )
+    found = next(((p, scripts) for p in places if (scripts := benchmark_scripts(p))), None)
+    if found is None:
+        raise config_lib.ConfigError(
+            f"--benchmarks-dir: no benchmark scripts in {' or '.join(map(repr, places))}; the "
+            "scripts come with a checkout of the repository, not with the installed package"
+        )
+    folder, scripts = found
+    if name is None:
+        width = max(map(len, scripts))
+        for script, line in scripts.items():
+            print(f"{script:<{width}}  {line}")
+        return 0
+    script = name.removesuffix(".py").replace("-", "_")
+    if script not in scripts:
+        raise config_lib.ConfigError(f"bench: unknown benchmark {name!r}; one of {sorted(scripts)}")
+    process = subprocess.Popen([sys.executable, os.path.join(folder, script + ".py"), *script_args])
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # a terminal's Ctrl-C reaches the script too: let it checkpoint and exit
+            # (subprocess.call would kill it after 0.25 s)
+            continue
 
 
 IMAGE_METHODS = ("ddpm", "autoencoder")
@@ -308,6 +375,12 @@ def _initialize_distributed(cls, args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        try:
+            return run_benchmark(args.name, args.script_args, args.benchmarks_dir)
+        except config_lib.ConfigError as e:
+            print(f"rlax-zoo: error: {e}", file=sys.stderr)
+            return 2
     if args.command == "sample":
         from diffusion.train import sample_from_run
 

@@ -38,3 +38,45 @@ def test_a_bad_override_is_one_line_before_training(script, item, needle):
     out = _run(os.path.join(ROOT, "benchmarks", script), "--set", item)
     assert out.returncode == 2 and needle in out.stderr, out.stderr[-500:]
     assert "Traceback" not in out.stderr
+
+
+def test_rlax_zoo_bench_lists_and_runs_the_scripts(capfd, tmp_path):
+    from rlax_zoo import cli
+
+    assert cli.main(["bench"]) == 0
+    listed = [line.split()[0] for line in capfd.readouterr().out.splitlines()]
+    assert listed == [os.path.basename(s)[:-3] for s in SCRIPTS]
+    # the script's exit status comes back, whichever spelling of its name
+    assert cli.main(["bench", "maximization-bias", "--help"]) == 0
+    assert capfd.readouterr().out.startswith("usage: maximization_bias.py")
+    assert cli.main(["bench", "prssm_sysid.py", "--set", "iterations=-1"]) == 2
+    assert "iterations: must be in [1, inf)" in capfd.readouterr().err
+    assert cli.main(["bench", "nope"]) == 2
+    assert "unknown benchmark 'nope'; one of ['a3c_vs_a2c'" in capfd.readouterr().err
+    assert cli.main(["bench", "--benchmarks-dir", str(tmp_path)]) == 2
+    assert f"no benchmark scripts in '{tmp_path}'" in capfd.readouterr().err
+
+
+def test_rlax_zoo_bench_lets_the_script_finish_on_ctrl_c(tmp_path):
+    """Ctrl-C reaches the whole foreground process group: the CLI must wait for the script
+    to checkpoint and exit, not kill it (subprocess.call would after 0.25 s)."""
+    import signal
+    import time
+
+    (tmp_path / "slow.py").write_text(
+        '"""Waits; on Ctrl-C takes a second to save, then exits 3."""\n'
+        "import pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1], 'started').touch()\n"
+        "try:\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    time.sleep(1.0)\n    pathlib.Path(sys.argv[1], 'saved').touch()\n    sys.exit(3)\n"
+    )
+    cli = [sys.executable, "-m", "rlax_zoo.cli", "bench", "--benchmarks-dir", str(tmp_path)]
+    process = subprocess.Popen([*cli, "slow", str(tmp_path)], cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) == 3
+    assert (tmp_path / "saved").exists()

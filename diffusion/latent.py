@@ -34,6 +34,7 @@ from diffusion.train import (
     chunk_logger,
     load_training_images,
     make_ddpm_trainer,
+    make_output_dir,
     sample_images,
 )
 from rlax_zoo import config as config_lib
@@ -393,6 +394,7 @@ def run_disguise(
     from diffusion.disguise import detection_scores, generate_disguises
 
     ae = load_autoencoder(autoencoder_dir)
+    make_output_dir(out_dir, "out")  # before the optimisation
     x_c = read_image(copyrighted)
     x_b = np.stack([read_image(p) for p in bases])
     _, _, x_test, y_test = load_training_images(ae.config)
@@ -416,7 +418,6 @@ def run_disguise(
         optimizer=optimizer,
         linf_radius=linf_radius,
     )
-    os.makedirs(out_dir, exist_ok=True)
     revealed = np.asarray(ae.decode(ae.encode(result.x_d)))
     for k in range(len(bases)):
         save_image(result.x_d[k], os.path.join(out_dir, f"disguise-{k}.png"))

@@ -401,6 +401,15 @@ def sample_images(trainer, params, n, sampler="ddpm", steps=50, seed=0, batch_si
     return np.concatenate(out)
 
 
+def make_output_dir(folder: str, argument: str) -> None:
+    """Create `folder` (and its parents) for a command's output before its work starts; a
+    folder that cannot be made raises ConfigError naming `argument`."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{argument}: cannot create folder {folder!r} ({e.strerror})") from None
+
+
 def save_grid(images: np.ndarray, path: str) -> None:
     """A square-ish grid PNG of NHWC images in [-1, 1]."""
     import matplotlib
@@ -458,6 +467,8 @@ def sample_from_run(
         raise ConfigError(f"sampler: must be 'ddpm' or 'ddim', got {sampler!r}")
     if not 1 <= steps <= config.num_steps:
         raise ConfigError(f"steps: must be in [1, {config.num_steps}], got {steps}")
+    out = out or os.path.join(run_dir, f"samples-{sampler}-{n}.png")
+    make_output_dir(os.path.dirname(os.path.abspath(out)), "out")  # before minutes of sampling
     x_train, _, _, _ = load_training_images(config)
     trainer = make_ddpm_trainer(config, x_train)
     template = trainer.init(jax.random.PRNGKey(config.seed))
@@ -466,6 +477,5 @@ def sample_from_run(
     )
     params = jax.tree.map(jnp.asarray, restored["state"].ema_params)
     samples = sample_images(trainer, params, n, sampler, steps, seed)
-    out = out or os.path.join(run_dir, f"samples-{sampler}-{n}.png")
     save_grid(samples, out)
     return out, samples

@@ -502,6 +502,11 @@ def test_ddpm_run_learns_resumes_exactly_and_samples_from_the_cli(tmp_path, caps
     argv = ["sample", "--run", str(tmp_path / "full"), "--n", "2", "--sigma", "posterior"]
     assert cli.main([*argv, "--out", out]) == 0 and os.path.exists(out)
     assert "wrote 2 samples" in capsys.readouterr().out
+    nested = str(tmp_path / "new" / "folder" / "grid.png")  # its folders are made
+    assert cli.main([*argv, "--out", nested]) == 0 and os.path.exists(nested)
+    capsys.readouterr()
+    assert cli.main([*argv, "--out", os.path.join(out, "grid.png")]) == 2  # out is a file
+    assert "out: cannot create folder" in capsys.readouterr().err
     ddim = ["sample", "--run", str(tmp_path / "full"), "--sampler", "ddim"]
     assert cli.main([*ddim, "--steps", "500"]) == 2
     assert "steps: must be in [1, 100], got 500" in capsys.readouterr().err

@@ -360,6 +360,10 @@ def test_autoencoder_latent_ddpm_and_the_disguise_cli(tmp_path, capsys):
         revelation_distances(ae.encode, ae.decode, x_d[None], x_c)[0]
         < (revelation_distances(ae.encode, ae.decode, x_b[None], x_c)[0])
     )
+    # an --out that cannot be a folder (a file stands in its path) is refused before the
+    # optimisation, by name
+    assert cli.main([*argv[:-6], "--out", str(tmp_path / "c.npy" / "d"), *argv[-4:]]) == 2
+    assert "out: cannot create folder" in capsys.readouterr().err
     bad = argv[:4] + [str(tmp_path / "missing.png")] + argv[5:]
     assert cli.main(bad) == 2 and "does not exist" in capsys.readouterr().err
     assert (

@@ -141,9 +141,12 @@ class Autoencoder(nn.Module):
         self.decoder = Decoder(self.widths, self.out_channels, **arch)
 
     def encode(self, x_BHWC: jax.Array) -> jax.Array:
+        """E(x): images [B, H, W, C] in [-1, 1] -> latents [B, H / 2^k, W / 2^k, L]
+        (Rombach et al. 2022, Sec. 3: z = E(x))."""
         return self.encoder(x_BHWC)
 
     def decode(self, z_BhwL: jax.Array) -> jax.Array:
+        """D(z): latents [B, h, w, L] -> images [B, h 2^k, w 2^k, C] (x-tilde = D(E(x)))."""
         return self.decoder(z_BhwL)
 
     def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:

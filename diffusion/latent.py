@@ -306,6 +306,8 @@ class LatentDiffusion(NamedTuple):
     losses: np.ndarray
 
     def sample(self, n: int, seed: int = 0, sampler: str = "ddim", steps: int = 50):
+        """n latents [n, h, w, L] drawn by `sampler` ("ddim" with `steps` network calls, or
+        "ddpm": Ho et al. 2020, Alg. 2), rescaled and decoded: images [n, H, W, C]."""
         z = sample_images(self.trainer, self.params, n, sampler, steps, seed=seed)
         return _in_batches(self.autoencoder.decode, z * self.autoencoder.scale)
 

@@ -35,6 +35,8 @@ class FeatureClassifier(nn.Module):
 
 
 class TrainedClassifier(NamedTuple):
+    """The feature classifier of the Frechet distance: its params and test accuracy."""
+
     params: dict
     test_accuracy: float
 

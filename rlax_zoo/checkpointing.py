@@ -40,6 +40,7 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> list[int]:
+        """The steps of the checkpoints on disk, oldest first."""
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict) -> None:
@@ -61,6 +62,7 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def restore_meta(self, step: int) -> dict:
+        """The JSON metadata saved with checkpoint `step` (not its arrays)."""
         ocp = _ocp()
         out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(out["meta"])

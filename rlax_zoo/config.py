@@ -208,6 +208,7 @@ _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False,
 
 
 def to_json(config) -> str:
+    """The config as a sorted, indented JSON object (the run folder's config.json)."""
     return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
 
 

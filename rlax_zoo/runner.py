@@ -50,6 +50,7 @@ class RunResult:
 
 
 def default_run_dir(method: str, config, root: str = "runs") -> str:
+    """runs/<method>-<env>-seed<seed>-<timestamp>: a fresh folder name per run."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     env = getattr(config, "env_id", "run").replace("/", "_")
     return os.path.join(root, f"{method}-{env}-seed{config.seed}-{stamp}")
@@ -77,6 +78,7 @@ def read_csv(path: str, numbers: tuple[str, ...] = ()) -> list[dict]:
 
 
 def write_csv(path: str, rows: list[dict], fields: list[str] | None = None) -> None:
+    """Write rows as a CSV with a header, atomically (a temporary file, then a rename)."""
     fields = fields or list(dict.fromkeys(k for r in rows for k in r))
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:

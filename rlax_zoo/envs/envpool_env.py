@@ -33,6 +33,7 @@ class EnvError(ValueError):
 
 @lru_cache(maxsize=1)
 def all_env_ids() -> tuple[str, ...]:
+    """Every environment id envpool can make."""
     import envpool
 
     return tuple(envpool.list_all_envs())
@@ -55,6 +56,7 @@ def check_env_id(env_id: str) -> None:
 
 
 def is_atari(env_id: str) -> bool:
+    """Whether envpool's `env_id` is an Atari game (frames, frame skip, no-op starts)."""
     import envpool
 
     try:

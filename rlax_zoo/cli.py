@@ -236,7 +236,10 @@ def benchmark_scripts(folder: str) -> dict[str, str]:
     for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         if file.endswith(".py") and not file.startswith("_"):
             with open(os.path.join(folder, file)) as f:
-                doc = ast.get_docstring(ast.parse(f.read())) or ""
+                try:
+                    doc = ast.get_docstring(ast.parse(f.read())) or ""
+                except SyntaxError as e:
+                    doc = f"(does not parse: line {e.lineno}: {e.msg})"
             out[file[:-3]] = doc.splitlines()[0] if doc else ""
     return out
 

@@ -55,6 +55,9 @@ def test_rlax_zoo_bench_lists_and_runs_the_scripts(capfd, tmp_path):
     assert "unknown benchmark 'nope'; one of ['a3c_vs_a2c'" in capfd.readouterr().err
     assert cli.main(["bench", "--benchmarks-dir", str(tmp_path)]) == 2
     assert f"no benchmark scripts in '{tmp_path}'" in capfd.readouterr().err
+    (tmp_path / "broken.py").write_text("def f(:\n")  # listed, not a traceback
+    assert cli.main(["bench", "--benchmarks-dir", str(tmp_path)]) == 0
+    assert "broken  (does not parse: line 1" in capfd.readouterr().out
 
 
 def test_rlax_zoo_bench_lets_the_script_finish_on_ctrl_c(tmp_path):

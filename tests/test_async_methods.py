@@ -1,6 +1,7 @@
 """Asynchronous methods: segment targets by hand, epsilons, threads, counters, resume."""
 
 import dataclasses
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -133,16 +134,29 @@ def test_threads_share_counter_and_parameters(method):
 
 
 def failing_on_call(fn, n: int, message: str):
-    """(wrapper, calls): the wrapper calls fn, except that its n-th call raises RuntimeError."""
-    calls = []
+    """(wrapper, calls, failed): the wrapper calls fn, except that its n-th call raises
+    RuntimeError and sets the threading.Event `failed`."""
+    calls, failed = [], threading.Event()
 
     def wrapper(*args):
         calls.append(1)
         if len(calls) == n:
+            failed.set()
             raise RuntimeError(message)
         return fn(*args)
 
-    return wrapper, calls
+    return wrapper, calls, failed
+
+
+def waiting_for(fn, event: threading.Event):
+    """fn, whose calls first wait for `event`: the other thread cannot finish the chunk alone
+    before the failing one fails (it could, on a loaded machine)."""
+
+    def wrapper(*args):
+        assert event.wait(timeout=120), "the failing thread never reached its failing call"
+        return fn(*args)
+
+    return wrapper
 
 
 def test_an_error_in_one_thread_reaches_the_caller():
@@ -150,7 +164,8 @@ def test_an_error_in_one_thread_reaches_the_caller():
     lost: the other thread finishes the segments and run_chunk re-raises the error."""
     trainer = am.make_async(am.AsyncConfig(method="q", threads=2, envs_per_thread=1, t_max=5))
     worker = trainer.workers[1]
-    worker.segment, calls = failing_on_call(worker.segment, 3, "env crashed in thread 1")
+    worker.segment, calls, failed = failing_on_call(worker.segment, 3, "env crashed in thread 1")
+    trainer.workers[0].segment = waiting_for(trainer.workers[0].segment, failed)
     with pytest.raises(RuntimeError, match="env crashed in thread 1"):
         trainer.run_chunk(None, trainer.init_state(), True, 20)
     assert len(calls) == 3

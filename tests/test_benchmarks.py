@@ -74,8 +74,14 @@ def test_rlax_zoo_bench_lets_the_script_finish_on_ctrl_c(tmp_path):
         "except KeyboardInterrupt:\n"
         "    time.sleep(1.0)\n    pathlib.Path(sys.argv[1], 'saved').touch()\n    sys.exit(3)\n"
     )
-    cli = [sys.executable, "-m", "rlax_zoo.cli", "bench", "--benchmarks-dir", str(tmp_path)]
-    process = subprocess.Popen([*cli, "slow", str(tmp_path)], cwd=ROOT, start_new_session=True)
+    # the CLI gets Python's Ctrl-C handler even where this test inherits SIGINT ignored (a
+    # background job of a non-interactive shell); the script's exec resets it to the default
+    cli = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'rlax-zoo'; runpy.run_module('rlax_zoo.cli', run_name='__main__')"
+    )
+    argv = [sys.executable, "-c", cli, "bench", "--benchmarks-dir", str(tmp_path), "slow"]
+    process = subprocess.Popen([*argv, str(tmp_path)], cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline and process.poll() is None

@@ -5,7 +5,7 @@ a linear ARX model fitted to the same data beside it.
 
     python benchmarks/prssm_sysid.py [--datasets actuator,ballbeam,dryer] [--seeds 5]
         [--ensemble K] [--data-dir ../shared/data/sysid] [--set field=value ...]
-        [--xla-cpu-threads 1|all]
+        [--select field=v1,v2,... ...] [--xla-cpu-threads 1|all]
 
 Protocol (../shared/data/sysid/SOURCES.md): z-score with the training half's statistics,
 train on the first half, freely simulate the whole test half from the inputs alone after
@@ -14,6 +14,9 @@ predictive mean in original units; mean and std over seeds. Each seed is a separ
 `run_prssm` with the default `rlax-zoo train prssm` config (plus --set overrides) and is
 timed on its own: "train s" is the wall time of its Adam steps, compilation included,
 evaluation excluded. The final model is reported; test numbers never choose anything.
+With `--select`, each dataset's values are chosen before the protocol runs, by the mean RMSE
+of `--select-seeds` models trained on the first 3/4 of the training half and freely
+simulated on its last quarter (the protocol above, inside the training half).
 With `--ensemble K` each repeat is one run of K models trained at once (`num_seeds=K`,
 vmapped), reported as one ensemble: the equal-weight mixture of their predictive
 distributions (`sequence.sysid.mixture_moments`); "train s" is then the whole ensemble's.
@@ -59,6 +62,66 @@ def arx_baseline(data):
     return rmse, na, nb, sim
 
 
+def parse_grid(items: list[str]) -> list[dict]:
+    """["field=v1,v2", ...] -> every combination, as override dicts typed like PRSSMConfig
+    (one empty dict when nothing is to be selected)."""
+    grid = [{}]
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise config_lib.ConfigError(f"--select {item!r}: expected FIELD=V1,V2,...")
+        typed = [
+            config_lib.parse_overrides(PRSSMConfig, [f"{name}={v}"], "--select")
+            for v in values.split(",")
+        ]
+        grid = [{**g, **t} for g in grid for t in typed]
+    return grid
+
+
+def select_on_training_half(base, data, grid, seeds, folder, name):
+    """The grid point with the lowest mean free-simulation RMSE of `seeds` models trained on
+    the first 3/4 of the training half and simulated on its last quarter (a validation split:
+    the test half is never read). Returns (the chosen overrides, one row per grid point)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}_training_half.csv")
+    np.savetxt(
+        path,
+        np.concatenate([data.u_train, data.y_train], axis=1),
+        fmt="%.17g",
+        delimiter=",",
+        header=",".join(data.u_names + data.y_names),
+        comments="",
+    )
+    rows = []
+    for point in grid:
+        cfg = dataclasses.replace(base, data=path, split=0.75, num_seeds=seeds, seed=0, **point)
+        label = " ".join(f"{k}={v}" for k, v in point.items())
+        run = run_prssm(
+            cfg, run_dir=os.path.join(folder, label.replace(" ", "_")), progress=False, plot=False
+        )
+        members = run.results["per_seed"]
+        rows.append(
+            dict(
+                overrides=point,
+                rmse_mean=float(np.mean([m["rmse"] for m in members])),
+                rmse_per_seed=[m["rmse"] for m in members],
+                log_likelihood_mean=float(np.mean([m["log_likelihood"] for m in members])),
+                coverage_2std_mean=float(np.mean([m["coverage_2std"] for m in members])),
+                train_seconds=run.results["train_seconds"],
+            )
+        )
+        r = rows[-1]
+        print(
+            f"{name} validation, {label}: RMSE {r['rmse_mean']:.4f} (seeds "
+            + " ".join(f"{x:.3f}" for x in r["rmse_per_seed"])
+            + f") log-lik {r['log_likelihood_mean']:.3f} coverage {r['coverage_2std_mean']:.3f}"
+            f" train {r['train_seconds']:.0f} s",
+            flush=True,
+        )
+    best = min(rows, key=lambda r: r["rmse_mean"])
+    return best["overrides"], rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="actuator,ballbeam,dryer")
@@ -78,6 +141,17 @@ def main() -> None:
         help="default: benchmarks/results/prssm_sysid[_ensembleK].json; the seed-0 plots "
         "prssm_<dataset>[_ensembleK].png go to the same folder",
     )
+    p.add_argument(
+        "--select",
+        nargs="*",
+        default=[],
+        metavar="FIELD=V1,V2,...",
+        help="per dataset, choose among these values (every combination of the fields given) "
+        "by the mean RMSE of --select-seeds models trained on the first 3/4 of the training "
+        "half and freely simulated on its last quarter; the test half is never read, and the "
+        "chosen values then run the protocol",
+    )
+    p.add_argument("--select-seeds", type=int, default=3, help="models per candidate (vmapped)")
     # 1 is what `rlax-zoo train prssm` uses (its --xla-cpu-threads auto), so "train s" times
     # what the command line runs; 'all' gives XLA's default pool (the tables before session 9)
     add_xla_cpu_threads_flag(p)
@@ -88,10 +162,15 @@ def main() -> None:
     try:
         overrides = config_lib.parse_overrides(PRSSMConfig, args.set)
         config_lib.validate(dataclasses.replace(PRSSMConfig(), **overrides))
+        grid = parse_grid(args.select)
+        for point in grid:
+            config_lib.validate(dataclasses.replace(PRSSMConfig(), **overrides, **point))
     except config_lib.ConfigError as e:
         p.error(str(e))
     if args.first_seed < 0:
         p.error(f"--first-seed: seeds are >= 0, got {args.first_seed}")
+    if args.select_seeds < 1:
+        p.error(f"--select-seeds: need at least 1 model, got {args.select_seeds}")
     if args.ensemble < 1:
         p.error(f"--ensemble: need at least 1 model, got {args.ensemble}")
     suffix = f"_ensemble{args.ensemble}" if args.ensemble > 1 else ""
@@ -104,6 +183,15 @@ def main() -> None:
         if args.ensemble > 1:
             base = dataclasses.replace(base, num_seeds=args.ensemble)
         data = load_sysid_csv(path, base.split)
+        selection = None
+        if args.select:
+            folder = os.path.join(args.root, f"{name}-validation-{time.time():.0f}")
+            chosen, rows = select_on_training_half(
+                base, data, grid, args.select_seeds, folder, name
+            )
+            base = dataclasses.replace(base, **chosen)
+            selection = dict(chosen=chosen, candidates=rows)
+            print(f"{name}: chose {chosen} on the training half", flush=True)
         arx_rmse, na, nb, arx_sim = arx_baseline(data)
         runs = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -147,6 +235,7 @@ def main() -> None:
             coverage_2std_mean=float(np.mean([r["coverage_2std"] for r in runs])),
             train_seconds_max=float(max(r["train_seconds"] for r in runs)),
             arx=dict(rmse=arx_rmse, na=na, nb=nb),
+            selection=selection,
         )
     print(
         f"\n| dataset | PR-SSM{' ensemble of ' + str(args.ensemble) if suffix else ''} RMSE "

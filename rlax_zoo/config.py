@@ -177,16 +177,16 @@ def replace_given(config, **values):
     return config
 
 
-def parse_overrides(cls, items: list[str]) -> dict[str, Any]:
+def parse_overrides(cls, items: list[str], flag: str = "--set") -> dict[str, Any]:
     """`["field=value", ...]` (a benchmark's --set flags) -> {field: value typed as the
-    dataclass `cls` declares it}; an unknown field raises ConfigError naming it."""
+    dataclass `cls` declares it}; an unknown field raises ConfigError naming it and `flag`."""
     types = _field_types(cls)
     out: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or name not in types:
             raise ConfigError(
-                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}"
+                f"{flag} {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}"
             )
         kind = types[name]
         try:
@@ -200,7 +200,7 @@ def parse_overrides(cls, items: list[str]) -> dict[str, Any]:
             wanted = {bool: "true or false", int: "an integer", float: "a number"}.get(
                 kind, "comma-separated integers" if typing.get_origin(kind) is tuple else "text"
             )
-            raise ConfigError(f"--set {item!r}: {name} must be {wanted}") from None
+            raise ConfigError(f"{flag} {item!r}: {name} must be {wanted}") from None
     return out
 
 

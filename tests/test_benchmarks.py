@@ -32,10 +32,14 @@ def test_benchmark_help_renders(script):
         ("prssm_sysid.py", "iterations=-1", "iterations: must be in [1, inf)"),
         ("ddpm_mnist.py", "learning_rate=-1", "learning_rate: must be in (0, inf)"),
         ("impala_policy_lag.py", "nope=1", "expected FIELD=VALUE"),
+        ("prssm_sysid.py --select", "init_lengthscale=2,x", "init_lengthscale must be a number"),
+        ("prssm_sysid.py --select", "init_lengthscale=2,-1", "init_lengthscale: must be in (0"),
+        ("prssm_sysid.py --select", "init_lengthscale", "expected FIELD=V1,V2,..."),
     ],
 )
 def test_a_bad_override_is_one_line_before_training(script, item, needle):
-    out = _run(os.path.join(ROOT, "benchmarks", script), "--set", item)
+    script, _, flag = script.partition(" ")
+    out = _run(os.path.join(ROOT, "benchmarks", script), flag or "--set", item)
     assert out.returncode == 2 and needle in out.stderr, out.stderr[-500:]
     assert "Traceback" not in out.stderr
 

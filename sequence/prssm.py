@@ -115,7 +115,14 @@ class PRSSMConfig:
     init_process_std: float = option(0.05, "Initial sigma_x.", low=0.0, low_open=True)
     init_obs_std: float = option(0.5, "Initial sigma_y.", low=0.0, low_open=True)
     init_kernel_std: float = option(0.5, "Initial GP signal std sigma_f.", low=0.0, low_open=True)
-    init_lengthscale: float = option(2.0, "Initial GP length-scales.", low=0.0, low_open=True)
+    init_lengthscale: float = option(
+        2.0,
+        "Initial GP length-scales (z-scored units). Longer ones start the transitions nearly "
+        "linear: 8-16 simulate the actuator record far better than 2 (benchmarks/RESULTS.md, "
+        "session 26); benchmarks/prssm_sysid.py --select chooses it on the training half.",
+        low=0.0,
+        low_open=True,
+    )
     init_inducing_std: float = option(
         0.01, "Initial std of q(z) (the inducing outputs).", low=0.0, low_open=True
     )

@@ -118,8 +118,8 @@ class PRSSMConfig:
     init_lengthscale: float = option(
         2.0,
         "Initial GP length-scales (z-scored units). Longer ones start the transitions nearly "
-        "linear: 8 takes the actuator's median test RMSE from 0.50 to 0.43, with 2 of 5 seeds "
-        "worse (benchmarks/RESULTS.md, session 26).",
+        "linear: 8 takes the actuator's test RMSE over 5 seeds from median 0.50 to 0.43 "
+        "(mean 0.51 to 0.48; benchmarks/RESULTS.md, session 26).",
         low=0.0,
         low_open=True,
     )

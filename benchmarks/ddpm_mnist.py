@@ -45,6 +45,7 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
     add_xla_cpu_threads_flag,
     apply_xla_cpu_threads,
     machine_line,
+    overrides_or_exit,
 )
 from diffusion.ddpm import ANCESTRAL_SIGMAS  # noqa: E402
 from diffusion.metrics import classifier_features, frechet_distance, train_classifier  # noqa: E402
@@ -134,12 +135,8 @@ def main() -> None:
     print("machine: " + machine_line())
     run_dir = args.run
     if run_dir is None:
-        try:
-            overrides = config_lib.parse_overrides(DDPMConfig, args.set)
-            cfg = dataclasses.replace(DDPMConfig(sample_count=0), **overrides)
-            config_lib.validate(cfg)
-        except config_lib.ConfigError as e:
-            p.error(str(e))
+        base = DDPMConfig(sample_count=0)
+        cfg = dataclasses.replace(base, **overrides_or_exit(p, DDPMConfig, args.set, base))
         run_dir = os.path.join(args.root, f"ddpm-{time.time():.0f}")
         run_ddpm(cfg, run_dir=run_dir, progress=True)
     config, trainer, params, results = load_run(run_dir)

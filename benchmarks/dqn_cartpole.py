@@ -11,6 +11,7 @@ the last 20 episodes reached the threshold, the best and the final such mean.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -39,6 +40,25 @@ def apply_xla_cpu_threads(args) -> None:
 
     if args.xla_cpu_threads != "all":
         xla_cpu.configure_cpu_threads(int(args.xla_cpu_threads))
+
+
+def overrides_or_exit(parser, cls, items, base=None, fixed=(), flag="--set") -> dict:
+    """A benchmark's `FIELD=VALUE` items typed for the config class `cls` and validated on
+    `base` (default `cls()`); an unknown field, a bad value or a field in `fixed` (one the
+    benchmark sets itself) ends in `parser.error`: one line, exit 2, before any training."""
+    from rlax_zoo import config as config_lib
+
+    try:
+        overrides = config_lib.parse_overrides(cls, items, flag)
+        taken = sorted(set(overrides) & set(fixed))
+        if taken:
+            raise config_lib.ConfigError(
+                f"{flag}: {taken} already set (by the benchmark itself, or by --set)"
+            )
+        config_lib.validate(dataclasses.replace(base if base is not None else cls(), **overrides))
+    except config_lib.ConfigError as e:
+        parser.error(str(e))
+    return overrides
 
 
 def machine_line() -> str:

@@ -29,8 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.dqn_cartpole import trailing_means  # noqa: E402
-from rlax_zoo import config as config_lib
+from benchmarks.dqn_cartpole import overrides_or_exit, trailing_means  # noqa: E402
 from rlax_zoo import runner  # noqa: E402
 from rlax_zoo.agents import impala  # noqa: E402
 
@@ -71,22 +70,21 @@ def main() -> None:
     print("command: python " + " ".join(sys.argv))
     root = args.out or tempfile.mkdtemp(prefix="impala_lag_")
     grid = np.linspace(0, args.steps, 101)[1:]
-    try:
-        overrides = config_lib.parse_overrides(impala.ImpalaConfig, args.set)
-    except config_lib.ConfigError as e:
-        parser.error(str(e))
+    fixed = dict(
+        architecture="jit", num_seeds=args.seeds, total_steps=args.steps, iterations_per_chunk=250
+    )
+    varied = dict(policy_lag=max(args.lags), correction=impala.CORRECTIONS[0])
+    overrides = overrides_or_exit(
+        parser,
+        impala.ImpalaConfig,
+        args.set,
+        impala.ImpalaConfig(**fixed, **varied),
+        fixed=(*fixed, *varied),
+    )
     results = {}
     for lag in args.lags:
         for correction in impala.CORRECTIONS:
-            cfg = impala.ImpalaConfig(
-                architecture="jit",
-                num_seeds=args.seeds,
-                total_steps=args.steps,
-                policy_lag=lag,
-                correction=correction,
-                iterations_per_chunk=250,
-                **overrides,
-            )
+            cfg = impala.ImpalaConfig(**fixed, policy_lag=lag, correction=correction, **overrides)
             t0 = time.perf_counter()
             res = runner.run(
                 "impala",

@@ -40,8 +40,8 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
     add_xla_cpu_threads_flag,
     apply_xla_cpu_threads,
     machine_line,
+    overrides_or_exit,
 )
-from rlax_zoo import config as config_lib  # noqa: E402
 from sequence.prssm import PRSSMConfig  # noqa: E402
 from sequence.runs import plot_free_simulation, run_prssm  # noqa: E402
 from sequence.sysid import load_sysid_csv, mixture_moments, select_arx, simulate_arx  # noqa: E402
@@ -62,19 +62,28 @@ def arx_baseline(data):
     return rmse, na, nb, sim
 
 
-def parse_grid(items: list[str]) -> list[dict]:
+# fields the benchmark sets itself: per dataset, per repeat, and for the validation runs
+SET_BY_BENCHMARK = ("data", "seed", "num_seeds")
+SET_BY_SELECTION = (*SET_BY_BENCHMARK, "split")
+
+
+def parse_grid(parser, items: list[str], overrides: dict) -> list[dict]:
     """["field=v1,v2", ...] -> every combination, as override dicts typed like PRSSMConfig
-    (one empty dict when nothing is to be selected)."""
+    and validated with `overrides` (one empty dict when nothing is to be selected); a bad
+    item, or a field that --set or the benchmark already sets, ends in `parser.error`."""
     grid = [{}]
     for item in items:
         name, sep, values = item.partition("=")
         if not sep or not values:
-            raise config_lib.ConfigError(f"--select {item!r}: expected FIELD=V1,V2,...")
+            parser.error(f"--select {item!r}: expected FIELD=V1,V2,...")
+        fixed = (*SET_BY_SELECTION, *overrides)
         typed = [
-            config_lib.parse_overrides(PRSSMConfig, [f"{name}={v}"], "--select")
+            overrides_or_exit(parser, PRSSMConfig, [f"{name}={v}"], fixed=fixed, flag="--select")
             for v in values.split(",")
         ]
         grid = [{**g, **t} for g in grid for t in typed]
+    for point in grid:  # each value alone was checked above; now each combination
+        overrides_or_exit(parser, PRSSMConfig, [], PRSSMConfig(**overrides, **point))
     return grid
 
 
@@ -159,14 +168,8 @@ def main() -> None:
     apply_xla_cpu_threads(args)
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
-    try:
-        overrides = config_lib.parse_overrides(PRSSMConfig, args.set)
-        config_lib.validate(dataclasses.replace(PRSSMConfig(), **overrides))
-        grid = parse_grid(args.select)
-        for point in grid:
-            config_lib.validate(dataclasses.replace(PRSSMConfig(), **overrides, **point))
-    except config_lib.ConfigError as e:
-        p.error(str(e))
+    overrides = overrides_or_exit(p, PRSSMConfig, args.set, fixed=SET_BY_BENCHMARK)
+    grid = parse_grid(p, args.select, overrides)
     if args.first_seed < 0:
         p.error(f"--first-seed: seeds are >= 0, got {args.first_seed}")
     if args.select_seeds < 1:

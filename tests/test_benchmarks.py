@@ -35,6 +35,11 @@ def test_benchmark_help_renders(script):
         ("prssm_sysid.py --select", "init_lengthscale=2,x", "init_lengthscale must be a number"),
         ("prssm_sysid.py --select", "init_lengthscale=2,-1", "init_lengthscale: must be in (0"),
         ("prssm_sysid.py --select", "init_lengthscale", "expected FIELD=V1,V2,..."),
+        # fields the benchmark sets itself used to end in a duplicate-keyword TypeError
+        ("prssm_sysid.py --select", "seed=0,1", "['seed'] already set"),
+        ("prssm_sysid.py", "data=x.csv", "['data'] already set"),
+        ("impala_policy_lag.py", "architecture=threads", "['architecture'] already set"),
+        ("impala_policy_lag.py", "learning_rate=-1", "learning_rate: must be in (0, inf)"),
     ],
 )
 def test_a_bad_override_is_one_line_before_training(script, item, needle):

@@ -133,39 +133,34 @@ def test_threads_share_counter_and_parameters(method):
     np.testing.assert_array_equal(out.episodes[:, 1], out.episodes[:, 2])  # CartPole: +1/step
 
 
-def failing_on_call(fn, n: int, message: str):
-    """(wrapper, calls, failed): the wrapper calls fn, except that its n-th call raises
-    RuntimeError and sets the threading.Event `failed`."""
+def fail_second_thread(units, method: str, n: int, message: str) -> list:
+    """Make units[1].<method> raise RuntimeError(message) on its n-th call, and units[0]'s
+    calls wait until it has (on a loaded machine the healthy thread could otherwise finish the
+    whole chunk first). Returns the list that counts units[1]'s calls."""
     calls, failed = [], threading.Event()
+    failing, healthy = getattr(units[1], method), getattr(units[0], method)
 
-    def wrapper(*args):
+    def fail_on_nth(*args):
         calls.append(1)
         if len(calls) == n:
             failed.set()
             raise RuntimeError(message)
-        return fn(*args)
+        return failing(*args)
 
-    return wrapper, calls, failed
+    def wait_for_the_failure(*args):
+        assert failed.wait(timeout=120), "the failing thread never reached its failing call"
+        return healthy(*args)
 
-
-def waiting_for(fn, event: threading.Event):
-    """fn, whose calls first wait for `event`: the other thread cannot finish the chunk alone
-    before the failing one fails (it could, on a loaded machine)."""
-
-    def wrapper(*args):
-        assert event.wait(timeout=120), "the failing thread never reached its failing call"
-        return fn(*args)
-
-    return wrapper
+    setattr(units[1], method, fail_on_nth)
+    setattr(units[0], method, wait_for_the_failure)
+    return calls
 
 
 def test_an_error_in_one_thread_reaches_the_caller():
     """A thread that fails (here its third segment raises) neither hangs the chunk nor is
     lost: the other thread finishes the segments and run_chunk re-raises the error."""
     trainer = am.make_async(am.AsyncConfig(method="q", threads=2, envs_per_thread=1, t_max=5))
-    worker = trainer.workers[1]
-    worker.segment, calls, failed = failing_on_call(worker.segment, 3, "env crashed in thread 1")
-    trainer.workers[0].segment = waiting_for(trainer.workers[0].segment, failed)
+    calls = fail_second_thread(trainer.workers, "segment", 3, "env crashed in thread 1")
     with pytest.raises(RuntimeError, match="env crashed in thread 1"):
         trainer.run_chunk(None, trainer.init_state(), True, 20)
     assert len(calls) == 3

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_actor_critic import _rollout  # a rollout with a termination, a truncation, resets
-from test_async_methods import failing_on_call, waiting_for
+from test_async_methods import fail_second_thread
 
 from rlax_zoo import runner
 from rlax_zoo.agents import actor_critic as ac
@@ -153,9 +153,7 @@ def test_an_actor_thread_error_reaches_the_learner():
     of waiting for trajectories that will never come, and the other actor is stopped."""
     cfg = impala.ImpalaConfig(actors=2, num_envs=2, rollout_length=5, batch_size=2, queue_size=2)
     trainer = impala.make_impala(cfg)
-    actor = trainer.actors[1]
-    actor.rollout, calls, failed = failing_on_call(actor.rollout, 2, "actor 1 crashed")
-    trainer.actors[0].rollout = waiting_for(trainer.actors[0].rollout, failed)
+    calls = fail_second_thread(trainer.actors, "rollout", 2, "actor 1 crashed")
     with pytest.raises(RuntimeError, match="actor 1 crashed"):
         trainer.run_chunk(None, trainer.init_state(), True, 1000)
     assert len(calls) == 2

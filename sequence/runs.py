@@ -139,7 +139,7 @@ def run_prssm(
 
     loop = drive_chunks(
         run_dir,
-        jax.vmap(trainer.init)(keys),
+        jax.vmap(trainer.init)(keys, jnp.arange(seeds)),
         chunk_sizes(config.iterations, config.eval_every),
         train_fn,
         after_chunk,

@@ -236,6 +236,68 @@ def test_input_lags_are_a_tapped_delay_line_fed_to_the_transitions():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_lengthscale_ladder_starts_seed_k_at_init_times_ladder_to_the_k(tmp_path):
+    u, y = linear_system(120)
+    config = PRSSMConfig(**SMALL, init_lengthscale=2.0, lengthscale_ladder=2.0, num_seeds=4)
+    trainer = make_prssm_trainer(config, u[:80], y[:80])
+    keys = jax.random.split(jax.random.key(0), 4)
+    ls = np.exp(np.asarray(jax.vmap(trainer.init)(keys, jnp.arange(4)).params.log_lengthscales))
+    assert ls.shape == (4, config.latent_dim, config.latent_dim + 1)
+    np.testing.assert_allclose(ls, np.broadcast_to([2, 4, 8, 16], (3, 2, 4)).T, rtol=1e-6)
+    # the rest of each seed's start is what its key gives, ladder or not
+    flat = make_prssm_trainer(dataclasses.replace(config, lengthscale_ladder=1.0), u[:80], y[:80])
+    for member in range(4):
+        a, b = trainer.init(keys[member], member), flat.init(keys[member])
+        np.testing.assert_allclose(np.exp(b.params.log_lengthscales), 2.0, rtol=1e-6)
+        np.testing.assert_array_equal(a.params.zeta, b.params.zeta)
+    # a run of 2 seeds trains seed 1 from the second rung (one Adam step of lr 0.01 moves a
+    # log length-scale by about 0.01 at most)
+    path = str(tmp_path / "sys.csv")
+    write_csv(path, u, y)
+    cfg = dataclasses.replace(config, data=path, num_seeds=2, lengthscale_ladder=3.0)
+    cfg = dataclasses.replace(cfg, iterations=1, eval_every=1, eval_samples=20)
+    run = run_prssm(cfg, run_dir=str(tmp_path / "run"), progress=False, plot=False)
+    ls = np.exp(np.asarray(run.state.params.log_lengthscales))
+    np.testing.assert_allclose(ls[0], 2.0, rtol=0.015)
+    np.testing.assert_allclose(ls[1], 6.0, rtol=0.015)
+    with pytest.raises(ConfigError, match="lengthscale_ladder"):
+        validate(dataclasses.replace(config, lengthscale_ladder=0.0))
+
+
+def test_clip_inputs_holds_test_inputs_at_the_training_range():
+    u, y = linear_system(120)  # one input column
+    config = PRSSMConfig(**SMALL, clip_inputs=True)
+    clipped = make_prssm_trainer(config, u[:80], y[:80])
+    plain = make_prssm_trainer(dataclasses.replace(config, clip_inputs=False), u[:80], y[:80])
+    key = jax.random.key(5)
+    params = clipped.init(key).params._replace(
+        log_kernel_std=jnp.full((config.latent_dim,), math.log(2.0))  # f depends on u
+    )
+    lo, hi = float(u[:80].min()), float(u[:80].max())
+    wide = jnp.asarray(np.linspace(lo - 3.0, hi + 3.0, 40)[:, None], jnp.float32)
+    window = jnp.asarray(y[80:84], jnp.float32)
+    by_hand = jnp.clip(wide, lo, hi)
+    for a, b in zip(
+        clipped.predict(params, wide, window, key),
+        plain.predict(params, by_hand, window, key),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # the clip changes the simulation (so the comparison above can fail), and inputs inside
+    # the range pass through untouched
+    assert not np.allclose(
+        plain.predict(params, wide, window, key)[0],
+        plain.predict(params, by_hand, window, key)[0],
+    )
+    inside = jnp.asarray(u[80:], jnp.float32).clip(lo, hi)
+    for a, b in zip(
+        clipped.predict(params, inside, window, key),
+        plain.predict(params, inside, window, key),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_loader_splits_normalises_with_training_statistics_and_refuses_bad_files(tmp_path):
     u, y = linear_system(100)
     path = str(tmp_path / "sys.csv")

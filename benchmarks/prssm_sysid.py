@@ -7,6 +7,9 @@ a linear ARX model fitted to the same data beside it.
         [--ensemble K] [--data-dir ../shared/data/sysid] [--set field=value ...]
         [--select field=v1,v2,... ...] [--xla-cpu-threads 1|all]
 
+    # the closest to the bars so far (benchmarks/RESULTS.md, session 27):
+    python benchmarks/prssm_sysid.py --ensemble 4 --set lengthscale_ladder=2.0 clip_inputs=true
+
 Protocol (../shared/data/sysid/SOURCES.md): z-score with the training half's statistics,
 train on the first half, freely simulate the whole test half from the inputs alone after
 the first `recognition_window` test steps have been read to infer q(x_1), RMSE of the

@@ -133,6 +133,13 @@ class PRSSMConfig:
         low=0.0,
         low_open=True,
     )
+    lengthscale_rungs: int = option(
+        0,
+        "The ladder starts again every this many seeds: seed k starts at init_lengthscale * "
+        "ladder^(k mod rungs), so 8 seeds with 4 rungs give two models per rung; 0: it never "
+        "starts again.",
+        low=0,
+    )
     init_inducing_std: float = option(
         0.01, "Initial std of q(z) (the inducing outputs).", low=0.0, low_open=True
     )
@@ -421,11 +428,12 @@ def init_params(
 
     `member` (an int, or a traced [] int under vmap over seeds) is the seed's index among the
     `num_seeds` trained at once: its length-scales start at init_lengthscale *
-    lengthscale_ladder^member. Shapes: zeta [Dx, P, Dx + Du], q_mu [Dx, P], q_sqrt_offdiag
-    [Dx, P, P], lengthscales [Dx, Dx + Du]."""
+    lengthscale_ladder^member (member mod lengthscale_rungs when that is set). Shapes: zeta
+    [Dx, P, Dx + Du], q_mu [Dx, P], q_sqrt_offdiag [Dx, P, P], lengthscales [Dx, Dx + Du]."""
     X, P = config.latent_dim, config.num_inducing
     k_zeta, k_recog = jax.random.split(key)
     r = config.inducing_range
+    rung = member % config.lengthscale_rungs if config.lengthscale_rungs else member
     recog = Recognition(X, config.recognition_hidden)
     window = jnp.zeros((1, config.recognition_window * (Dy + Du)))
     return PRSSMParams(
@@ -436,7 +444,7 @@ def init_params(
         log_kernel_std=jnp.full((X,), math.log(config.init_kernel_std)),
         log_lengthscales=jnp.full(
             (X, X + Du),
-            math.log(config.init_lengthscale) + member * math.log(config.lengthscale_ladder),
+            math.log(config.init_lengthscale) + rung * math.log(config.lengthscale_ladder),
             jnp.float32,
         ),
         log_process_std=jnp.full((X,), math.log(config.init_process_std)),

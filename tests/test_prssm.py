@@ -260,8 +260,17 @@ def test_lengthscale_ladder_starts_seed_k_at_init_times_ladder_to_the_k(tmp_path
     ls = np.exp(np.asarray(run.state.params.log_lengthscales))
     np.testing.assert_allclose(ls[0], 2.0, rtol=0.015)
     np.testing.assert_allclose(ls[1], 6.0, rtol=0.015)
+    # with 3 rungs the ladder starts again at the fourth seed
+    rungs = make_prssm_trainer(
+        dataclasses.replace(config, num_seeds=5, lengthscale_rungs=3), u[:80], y[:80]
+    )
+    keys = jax.random.split(jax.random.key(0), 5)
+    ls = np.exp(np.asarray(jax.vmap(rungs.init)(keys, jnp.arange(5)).params.log_lengthscales))
+    np.testing.assert_allclose(ls[:, 0, 0], [2, 4, 8, 2, 4], rtol=1e-6)
     with pytest.raises(ConfigError, match="lengthscale_ladder"):
         validate(dataclasses.replace(config, lengthscale_ladder=0.0))
+    with pytest.raises(ConfigError, match="lengthscale_rungs"):
+        validate(dataclasses.replace(config, lengthscale_rungs=-1))
 
 
 def test_clip_inputs_holds_test_inputs_at_the_training_range():

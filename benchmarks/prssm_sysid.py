@@ -8,7 +8,8 @@ a linear ARX model fitted to the same data beside it.
         [--select field=v1,v2,... ...] [--xla-cpu-threads 1|all]
 
     # the closest to the bars so far (benchmarks/RESULTS.md, session 27):
-    python benchmarks/prssm_sysid.py --ensemble 4 --set lengthscale_ladder=2.0 clip_inputs=true
+    python benchmarks/prssm_sysid.py --ensemble 8 \\
+        --set lengthscale_ladder=2.0 lengthscale_rungs=4 clip_inputs=true
 
 Protocol (../shared/data/sysid/SOURCES.md): z-score with the training half's statistics,
 train on the first half, freely simulate the whole test half from the inputs alone after

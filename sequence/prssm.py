@@ -127,9 +127,10 @@ class PRSSMConfig:
         1.0,
         "Seed k of the num_seeds trained at once starts its length-scales at init_lengthscale "
         "* ladder^k (not in the paper). With 2 and 4 seeds the members start at 2, 4, 8 and "
-        "16, and their mixture needs no one length-scale chosen: with clip_inputs, the "
-        "actuator's test RMSE over 15 such ensembles is 0.439 against the default's 0.51 "
-        "(benchmarks/RESULTS.md, session 27). 1: every seed starts at init_lengthscale.",
+        "16, and their mixture needs no one length-scale chosen: with clip_inputs and two "
+        "models per rung (lengthscale_rungs), the actuator's test RMSE over 10 such "
+        "ensembles is 0.430 against the default's 0.51 (benchmarks/RESULTS.md, session 27). "
+        "1: every seed starts at init_lengthscale.",
         low=0.0,
         low_open=True,
     )

@@ -48,7 +48,13 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
 )
 from sequence.prssm import PRSSMConfig  # noqa: E402
 from sequence.runs import plot_free_simulation, run_prssm  # noqa: E402
-from sequence.sysid import load_sysid_csv, mixture_moments, select_arx, simulate_arx  # noqa: E402
+from sequence.sysid import (  # noqa: E402
+    load_sysid_csv,
+    mixture_moments,
+    select_arx,
+    simulate_arx,
+    write_sysid_csv,
+)
 
 # Doerr et al. 2018, Table 1: PR-SSM's RMSE and the best other method per dataset
 PAPER = {
@@ -75,12 +81,11 @@ def parse_grid(parser, items: list[str], overrides: dict) -> list[dict]:
     """["field=v1,v2", ...] -> every combination, as override dicts typed like PRSSMConfig
     and validated with `overrides` (one empty dict when nothing is to be selected); a bad
     item, or a field that --set or the benchmark already sets, ends in `parser.error`."""
-    grid = [{}]
+    grid, fixed = [{}], (*SET_BY_SELECTION, *overrides)
     for item in items:
         name, sep, values = item.partition("=")
         if not sep or not values:
             parser.error(f"--select {item!r}: expected FIELD=V1,V2,...")
-        fixed = (*SET_BY_SELECTION, *overrides)
         typed = [
             overrides_or_exit(parser, PRSSMConfig, [f"{name}={v}"], fixed=fixed, flag="--select")
             for v in values.split(",")
@@ -97,14 +102,7 @@ def select_on_training_half(base, data, grid, seeds, folder, name):
     the test half is never read). Returns (the chosen overrides, one row per grid point)."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}_training_half.csv")
-    np.savetxt(
-        path,
-        np.concatenate([data.u_train, data.y_train], axis=1),
-        fmt="%.17g",
-        delimiter=",",
-        header=",".join(data.u_names + data.y_names),
-        comments="",
-    )
+    write_sysid_csv(path, data.u_train, data.y_train, data.u_names, data.y_names)
     rows = []
     for point in grid:
         cfg = dataclasses.replace(base, data=path, split=0.75, num_seeds=seeds, seed=0, **point)

@@ -121,6 +121,22 @@ def load_sysid_csv(path: str, split: float | int = 0.5) -> SysIdData:
     )
 
 
+def write_sysid_csv(path, u_TU, y_TY, u_names=None, y_names=None) -> None:
+    """Write a record that `load_sysid_csv` reads back: u_TU [T, Du] and y_TY [T, Dy] as one
+    row per time step under a header of `u_names` then `y_names` (default u0, u1, ... and
+    y0, y1, ...), each value with 17 significant digits (a float64 round trip)."""
+    u_names = list(u_names or [f"u{i}" for i in range(u_TU.shape[1])])
+    y_names = list(y_names or [f"y{i}" for i in range(y_TY.shape[1])])
+    np.savetxt(
+        path,
+        np.concatenate([u_TU, y_TY], axis=1),
+        fmt="%.17g",
+        delimiter=",",
+        header=",".join(u_names + y_names),
+        comments="",
+    )
+
+
 def gaussian_metrics(
     y_true_TD: np.ndarray, mean_TD: np.ndarray, var_TD: np.ndarray
 ) -> dict[str, float]:

@@ -33,6 +33,7 @@ from sequence.sysid import (
     mixture_moments,
     select_arx,
     simulate_arx,
+    write_sysid_csv,
 )
 from tests.test_gp import np_se
 
@@ -192,16 +193,6 @@ def test_trajectory_inducing_samples_follow_one_function_per_trajectory():
         np.testing.assert_allclose(xs[t + 1], x, rtol=1e-6, atol=1e-8)
 
 
-def write_csv(path, u, y):
-    with open(path, "w") as f:
-        f.write(
-            ",".join([f"u{i}" for i in range(u.shape[1])] + [f"y{i}" for i in range(y.shape[1])])
-        )
-        f.write("\n")
-        for row in np.concatenate([u, y], 1):
-            f.write(",".join(f"{v:.10g}" for v in row) + "\n")
-
-
 def linear_system(T=400, seed=0):
     """y_t = 0.8 y_{t-1} + 0.5 u_{t-1} with piecewise-constant random inputs."""
     rng = np.random.default_rng(seed)
@@ -253,7 +244,7 @@ def test_lengthscale_ladder_starts_seed_k_at_init_times_ladder_to_the_k(tmp_path
     # a run of 2 seeds trains seed 1 from the second rung (one Adam step of lr 0.01 moves a
     # log length-scale by about 0.01 at most)
     path = str(tmp_path / "sys.csv")
-    write_csv(path, u, y)
+    write_sysid_csv(path, u, y)
     cfg = dataclasses.replace(config, data=path, num_seeds=2, lengthscale_ladder=3.0)
     cfg = dataclasses.replace(cfg, iterations=1, eval_every=1, eval_samples=20)
     run = run_prssm(cfg, run_dir=str(tmp_path / "run"), progress=False, plot=False)
@@ -310,7 +301,7 @@ def test_clip_inputs_holds_test_inputs_at_the_training_range():
 def test_loader_splits_normalises_with_training_statistics_and_refuses_bad_files(tmp_path):
     u, y = linear_system(100)
     path = str(tmp_path / "sys.csv")
-    write_csv(path, u, y)
+    write_sysid_csv(path, u, y)
     d = load_sysid_csv(path, 0.6)
     assert d.u_train.shape == (60, 1) and d.y_test.shape == (40, 1)
     np.testing.assert_allclose(d.y_mean, y[:60].mean(0))
@@ -388,7 +379,7 @@ def test_config_is_validated_before_anything_runs():
 def test_learns_a_linear_system_and_resumes_exactly(tmp_path):
     u, y = linear_system()
     path = str(tmp_path / "sys.csv")
-    write_csv(path, u, y)
+    write_sysid_csv(path, u, y)
     config = PRSSMConfig(
         **SMALL, data=path, iterations=300, eval_every=100, learning_rate=0.02, num_seeds=2
     )
@@ -419,7 +410,7 @@ def test_learns_a_linear_system_and_resumes_exactly(tmp_path):
 def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):
     u, y = linear_system(200)
     path = str(tmp_path / "sys.csv")
-    write_csv(path, u, y)
+    write_sysid_csv(path, u, y)
     run_dir = str(tmp_path / "run")
     argv = [
         "train",

@@ -454,6 +454,25 @@ def init_params(
     )
 
 
+def unused_ladder(config: PRSSMConfig) -> str | None:
+    """Why `config`'s length-scale ladder changes no seed's start, or None when it does (or
+    when none is asked for): a ladder with one seed, or with lengthscale_rungs 1, starts
+    every seed at rung 0; rungs with a ladder of 1 start every rung at init_lengthscale."""
+    ladder, rungs, seeds = config.lengthscale_ladder, config.lengthscale_rungs, config.num_seeds
+    if ladder != 1.0 and min(rungs or seeds, seeds) == 1:
+        return (
+            f"lengthscale_ladder={ladder} has no effect with num_seeds={seeds} and "
+            f"lengthscale_rungs={rungs}: every seed starts at init_lengthscale; the ladder "
+            "needs num_seeds >= 2 and lengthscale_rungs 0 or >= 2"
+        )
+    if rungs and ladder == 1.0:
+        return (
+            f"lengthscale_rungs={rungs} has no effect with lengthscale_ladder=1.0: every rung "
+            "starts at init_lengthscale; set lengthscale_ladder (e.g. 2.0) to use the rungs"
+        )
+    return None
+
+
 class TrainState(NamedTuple):
     params: PRSSMParams
     opt_state: optax.OptState

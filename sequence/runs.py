@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ import numpy as np
 
 from rlax_zoo.config import ConfigError
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
-from sequence.prssm import PRSSMConfig, make_prssm_trainer
+from sequence.prssm import PRSSMConfig, make_prssm_trainer, unused_ladder
 from sequence.sysid import gaussian_metrics, load_sysid_csv, mixture_moments
 
 
@@ -88,6 +89,8 @@ def run_prssm(
     config, run_dir, data = prepare_run_dir(
         PRSSMConfig, config, run_dir, resume, default, _load_checked
     )
+    if (why := unused_ladder(config)) is not None:
+        warnings.warn(why, stacklevel=2)
     u_tr, y_tr, u_te, y_te = data.normalized()
     trainer = make_prssm_trainer(config, u_tr, y_tr)
     seeds = config.num_seeds

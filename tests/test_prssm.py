@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from sequence.prssm import (
     sample_trajectories,
     transition_gps,
     transition_moments,
+    unused_ladder,
 )
 from sequence.runs import run_prssm
 from sequence.sysid import (
@@ -247,7 +249,10 @@ def test_lengthscale_ladder_starts_seed_k_at_init_times_ladder_to_the_k(tmp_path
     write_sysid_csv(path, u, y)
     cfg = dataclasses.replace(config, data=path, num_seeds=2, lengthscale_ladder=3.0)
     cfg = dataclasses.replace(cfg, iterations=1, eval_every=1, eval_samples=20)
-    run = run_prssm(cfg, run_dir=str(tmp_path / "run"), progress=False, plot=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = run_prssm(cfg, run_dir=str(tmp_path / "run"), progress=False, plot=False)
+    assert not [w for w in caught if "lengthscale" in str(w.message)]
     ls = np.exp(np.asarray(run.state.params.log_lengthscales))
     np.testing.assert_allclose(ls[0], 2.0, rtol=0.015)
     np.testing.assert_allclose(ls[1], 6.0, rtol=0.015)
@@ -258,6 +263,21 @@ def test_lengthscale_ladder_starts_seed_k_at_init_times_ladder_to_the_k(tmp_path
     keys = jax.random.split(jax.random.key(0), 5)
     ls = np.exp(np.asarray(jax.vmap(rungs.init)(keys, jnp.arange(5)).params.log_lengthscales))
     np.testing.assert_allclose(ls[:, 0, 0], [2, 4, 8, 2, 4], rtol=1e-6)
+    # a ladder that changes no seed's start is named, and so is a run that asks for one
+    assert unused_ladder(config) is None
+    assert unused_ladder(dataclasses.replace(config, num_seeds=5, lengthscale_rungs=3)) is None
+    assert unused_ladder(dataclasses.replace(config, lengthscale_ladder=1.0)) is None
+    assert "num_seeds=1" in unused_ladder(dataclasses.replace(config, num_seeds=1))
+    assert "lengthscale_rungs=1" in unused_ladder(dataclasses.replace(config, lengthscale_rungs=1))
+    no_ladder = dataclasses.replace(config, lengthscale_ladder=1.0, lengthscale_rungs=2)
+    assert "lengthscale_rungs=2 has no effect" in unused_ladder(no_ladder)
+    with pytest.warns(UserWarning, match="lengthscale_ladder=3.0 has no effect with num_seeds=1"):
+        run_prssm(
+            dataclasses.replace(cfg, num_seeds=1),
+            run_dir=str(tmp_path / "one"),
+            progress=False,
+            plot=False,
+        )
     with pytest.raises(ConfigError, match="lengthscale_ladder"):
         validate(dataclasses.replace(config, lengthscale_ladder=0.0))
     with pytest.raises(ConfigError, match="lengthscale_rungs"):

@@ -7,7 +7,8 @@ a linear ARX model fitted to the same data beside it.
         [--ensemble K] [--data-dir ../shared/data/sysid] [--set field=value ...]
         [--select field=v1,v2,... ...] [--xla-cpu-threads 1|all]
 
-    # the closest to the bars so far (benchmarks/RESULTS.md, session 27):
+    # the closest to the bars so far (benchmarks/RESULTS.md, session 27); the clip assumes
+    # the system saturates past its training inputs, which is wrong for tank (session 28):
     python benchmarks/prssm_sysid.py --ensemble 8 \\
         --set lengthscale_ladder=2.0 lengthscale_rungs=4 clip_inputs=true
 
@@ -159,8 +160,8 @@ def main() -> None:
         metavar="FIELD=V1,V2,...",
         help="per dataset, choose among these values (every combination of the fields given) "
         "by the mean RMSE of --select-seeds models trained on the first 3/4 of the training "
-        "half and freely simulated on its last quarter; the test half is never read, and the "
-        "chosen values then run the protocol",
+        "half and freely simulated on its last quarter (a tie goes to the combination given "
+        "first); the test half is never read, and the chosen values then run the protocol",
     )
     p.add_argument("--select-seeds", type=int, default=3, help="models per candidate (vmapped)")
     # 1 is what `rlax-zoo train prssm` uses (its --xla-cpu-threads auto), so "train s" times

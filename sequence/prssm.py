@@ -178,7 +178,9 @@ class PRSSMConfig:
         "Free simulation holds each input outside the training record's range at the range's "
         "edge (not in the paper): the GPs have seen no input beyond it, and with long "
         "length-scales they extrapolate it into runaway trajectories (benchmarks/RESULTS.md, "
-        "session 27).",
+        "session 27). It assumes the system saturates there: on a record whose response keeps "
+        "growing past the training range (the two-tank system) it costs accuracy; the "
+        "benchmark's --select clip_inputs=false,true chooses it on the training half (session 28).",
     )
     eval_samples: int = option(1000, "Sampled trajectories for the free simulation.", low=1)
     eval_every: int = option(200, "Adam steps between test evaluations and checkpoints.", low=1)

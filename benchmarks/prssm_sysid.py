@@ -173,6 +173,8 @@ def main() -> None:
     print("machine: " + machine_line())
     overrides = overrides_or_exit(p, PRSSMConfig, args.set, fixed=SET_BY_BENCHMARK)
     grid = parse_grid(p, args.select, overrides)
+    if args.seeds < 1:
+        p.error(f"--seeds: need at least 1 repeat, got {args.seeds}")
     if args.first_seed < 0:
         p.error(f"--first-seed: seeds are >= 0, got {args.first_seed}")
     if args.select_seeds < 1:

@@ -38,6 +38,8 @@ def test_benchmark_help_renders(script):
         # fields the benchmark sets itself used to end in a duplicate-keyword TypeError
         ("prssm_sysid.py --select", "seed=0,1", "['seed'] already set"),
         ("prssm_sysid.py", "data=x.csv", "['data'] already set"),
+        # no repeat used to end in a traceback (the max of no training times)
+        ("prssm_sysid.py --seeds", "0", "--seeds: need at least 1 repeat, got 0"),
         ("impala_policy_lag.py", "architecture=threads", "['architecture'] already set"),
         ("impala_policy_lag.py", "learning_rate=-1", "learning_rate: must be in (0, inf)"),
     ],

@@ -424,6 +424,12 @@ def free_simulation(
     return y_TSY.mean(1), y_TSY.var(1) + jnp.exp(2 * params.log_obs_std)
 
 
+def ladder_rung(member: jax.Array | int, config: PRSSMConfig) -> jax.Array | int:
+    """Seed `member`'s rung on the length-scale ladder (not in the paper): member itself, or
+    member mod lengthscale_rungs when that is set; an int, or a traced [] int under vmap."""
+    return member % config.lengthscale_rungs if config.lengthscale_rungs else member
+
+
 def init_params(
     key: jax.Array, config: PRSSMConfig, Du: int, Dy: int, member: jax.Array | int = 0
 ) -> PRSSMParams:
@@ -436,7 +442,7 @@ def init_params(
     X, P = config.latent_dim, config.num_inducing
     k_zeta, k_recog = jax.random.split(key)
     r = config.inducing_range
-    rung = member % config.lengthscale_rungs if config.lengthscale_rungs else member
+    rung = ladder_rung(member, config)
     recog = Recognition(X, config.recognition_hidden)
     window = jnp.zeros((1, config.recognition_window * (Dy + Du)))
     return PRSSMParams(
@@ -461,7 +467,7 @@ def unused_ladder(config: PRSSMConfig) -> str | None:
     when none is asked for): a ladder with one seed, or with lengthscale_rungs 1, starts
     every seed at rung 0; rungs with a ladder of 1 start every rung at init_lengthscale."""
     ladder, rungs, seeds = config.lengthscale_ladder, config.lengthscale_rungs, config.num_seeds
-    if ladder != 1.0 and min(rungs or seeds, seeds) == 1:
+    if ladder != 1.0 and {ladder_rung(k, config) for k in range(seeds)} == {0}:
         return (
             f"lengthscale_ladder={ladder} has no effect with num_seeds={seeds} and "
             f"lengthscale_rungs={rungs}: every seed starts at init_lengthscale; the ladder "

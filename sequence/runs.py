@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlax_zoo.config import ConfigError
+from rlax_zoo.checkpointing import Checkpointer, CheckpointError
+from rlax_zoo.config import ConfigError, replace_given
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 from sequence.prssm import PRSSMConfig, make_prssm_trainer, unused_ladder
 from sequence.sysid import gaussian_metrics, load_sysid_csv, mixture_moments
@@ -64,6 +65,104 @@ def _load_checked(config: PRSSMConfig):
     return data
 
 
+# The fields that change only the free simulation of a trained model, never its training:
+# `evaluate_prssm` may change them on a finished run without training it again.
+EVALUATION_FIELDS = ("clip_inputs", "eval_samples")
+
+
+def _trainer(config: PRSSMConfig, data):
+    u_tr, y_tr, _, _ = data.normalized()
+    return make_prssm_trainer(config, u_tr, y_tr)
+
+
+def _seed_keys(config: PRSSMConfig):
+    """One raw (orbax-friendly) key per seed: each seed's init and, folded with 1, its test
+    simulation's key."""
+    return jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+
+
+def _test_evaluator(config: PRSSMConfig, data, trainer, keys):
+    """params [seeds, ...] -> (per-seed test metrics, (mean, var) [seeds, T, Dy] in original
+    units): the free simulation of the test part after its first recognition_window steps."""
+    _, _, u_te, y_te = data.normalized()
+    W = config.recognition_window
+    predict = jax.jit(jax.vmap(trainer.predict, in_axes=(0, None, None, 0)))
+    u_te_j, y_win = jnp.asarray(u_te, jnp.float32), jnp.asarray(y_te[:W], jnp.float32)
+    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+
+    def evaluate(params):
+        mean, var = predict(params, u_te_j, y_win, eval_keys)
+        mean = np.asarray(mean, np.float64) * data.y_std + data.y_mean
+        var = np.asarray(var, np.float64) * data.y_std**2
+        tests = [gaussian_metrics(data.y_test, mean[s], var[s]) for s in range(len(mean))]
+        return tests, (mean, var)
+
+    return evaluate
+
+
+def _test_results(config, data, tests, prediction, train_seconds, state, out_of_time) -> dict:
+    """results.json's dict (module doc): per-seed test metrics, their mean and std, and with
+    more than one seed the metrics of their equal-weight mixture."""
+    results = dict(
+        data=config.data,
+        train_seconds=train_seconds,
+        iterations=int(np.max(state.step)),
+        out_of_time=out_of_time,
+        per_seed=tests,
+        **{
+            f"{k}_{stat}": float(fn([t[k] for t in tests]))
+            for k in ("rmse", "log_likelihood", "coverage_2std")
+            for stat, fn in (("mean", np.mean), ("std", np.std))
+        },
+    )
+    if config.num_seeds > 1:
+        results["ensemble"] = gaussian_metrics(data.y_test, *mixture_moments(*prediction))
+    return results
+
+
+def evaluate_prssm(run_dir: str, **changes) -> PRSSMRun:
+    """A finished PR-SSM run's final model evaluated again, by free simulation of its test
+    part, with evaluation-only fields changed (EVALUATION_FIELDS: clip_inputs, eval_samples):
+    the same results as a fresh `run_prssm` of the changed config would give, without the
+    training. Nothing in run_dir is written.
+
+    Args:
+      run_dir: a run folder whose training finished (it holds results.json).
+      **changes: new values of evaluation-only fields, e.g. clip_inputs=True.
+    Returns:
+      a PRSSMRun whose results carry the changed config's test metrics (train_seconds, the
+      run's own training time); metrics is empty.
+    """
+    training = sorted(set(changes) - set(EVALUATION_FIELDS))
+    if training:
+        raise ConfigError(
+            f"{training[0]}: changes the training, so a trained run cannot be evaluated with "
+            f"it; evaluate_prssm changes only {', '.join(EVALUATION_FIELDS)}"
+        )
+    if not os.path.exists(os.path.join(run_dir, "results.json")):
+        raise CheckpointError(
+            f"run_dir: {run_dir!r} holds no finished run (no results.json); finish it with "
+            f"run_prssm(resume={run_dir!r}) first"
+        )
+    config, _, _ = prepare_run_dir(PRSSMConfig, None, None, run_dir, "", None)
+    config = replace_given(config, **changes)
+    data = _load_checked(config)
+    trainer = _trainer(config, data)
+    keys = _seed_keys(config)
+    template = jax.vmap(trainer.init)(keys, jnp.arange(config.num_seeds))
+    restored, meta, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
+        lambda meta: {"state": template}
+    )
+    state = jax.tree.map(jnp.asarray, restored["state"])
+    tests, prediction = _test_evaluator(config, data, trainer, keys)(state.params)
+    with open(os.path.join(run_dir, "results.json")) as f:
+        out_of_time = json.load(f)["out_of_time"]
+    results = _test_results(
+        config, data, tests, prediction, float(meta["train_seconds"]), state, out_of_time
+    )
+    return PRSSMRun(run_dir, results, [], False, state, prediction)
+
+
 def run_prssm(
     config: PRSSMConfig | None = None,
     run_dir: str | None = None,
@@ -91,11 +190,9 @@ def run_prssm(
     )
     if (why := unused_ladder(config)) is not None:
         warnings.warn(why, stacklevel=2)
-    u_tr, y_tr, u_te, y_te = data.normalized()
-    trainer = make_prssm_trainer(config, u_tr, y_tr)
+    trainer = _trainer(config, data)
     seeds = config.num_seeds
-    keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)  # raw keys: orbax-friendly
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    keys = _seed_keys(config)
     train = {}
 
     def train_fn(n):
@@ -103,17 +200,12 @@ def run_prssm(
             train[n] = jax.jit(jax.vmap(lambda s: trainer.train_chunk(s, n)), donate_argnums=0)
         return train[n]
 
-    W = config.recognition_window
-    predict = jax.jit(jax.vmap(trainer.predict, in_axes=(0, None, None, 0)))
-    u_te_j, y_win = jnp.asarray(u_te, jnp.float32), jnp.asarray(y_te[:W], jnp.float32)
+    test_metrics = _test_evaluator(config, data, trainer, keys)
     last = {}
 
     def evaluate(params):
-        mean, var = predict(params, u_te_j, y_win, eval_keys)
-        mean = np.asarray(mean, np.float64) * data.y_std + data.y_mean
-        var = np.asarray(var, np.float64) * data.y_std**2
-        last["prediction"] = (mean, var)
-        return [gaussian_metrics(data.y_test, mean[s], var[s]) for s in range(seeds)]
+        tests, last["prediction"] = test_metrics(params)
+        return tests
 
     def after_chunk(state, chunk, m, dt, total_seconds):
         n = m["loss"].shape[1]  # leaves [seeds, n]
@@ -162,20 +254,9 @@ def run_prssm(
             prediction = last["prediction"]
         else:
             tests = [{k[5:]: r[k] for k in r if k.startswith("test_")} for r in rows[-seeds:]]
-        results = dict(
-            data=config.data,
-            train_seconds=train_seconds,
-            iterations=int(np.max(state.step)),
-            out_of_time=loop.out_of_time,
-            per_seed=tests,
-            **{
-                f"{k}_{stat}": float(fn([t[k] for t in tests]))
-                for k in ("rmse", "log_likelihood", "coverage_2std")
-                for stat, fn in (("mean", np.mean), ("std", np.std))
-            },
+        results = _test_results(
+            config, data, tests, prediction, train_seconds, state, out_of_time=loop.out_of_time
         )
-        if seeds > 1:
-            results["ensemble"] = gaussian_metrics(data.y_test, *mixture_moments(*prediction))
         with open(os.path.join(run_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
         if plot:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rlax_zoo import cli
+from rlax_zoo.checkpointing import CheckpointError
 from rlax_zoo.config import ConfigError, validate
 from sequence.prssm import (
     PRSSMConfig,
@@ -26,7 +27,7 @@ from sequence.prssm import (
     transition_moments,
     unused_ladder,
 )
-from sequence.runs import run_prssm
+from sequence.runs import evaluate_prssm, run_prssm
 from sequence.sysid import (
     DataError,
     fit_arx,
@@ -425,6 +426,78 @@ def test_learns_a_linear_system_and_resumes_exactly(tmp_path):
     assert resumed.results["rmse_mean"] == full.results["rmse_mean"]
     with pytest.raises(FileExistsError):
         run_prssm(config, run_dir=str(tmp_path / "full"), progress=False)
+
+
+def test_evaluate_prssm_changes_only_evaluation_fields_and_matches_a_fresh_run(tmp_path):
+    rng = np.random.default_rng(1)
+    u = np.repeat(rng.uniform(-1, 1, size=20), 10)[:, None]
+    u[100:] *= 2.5  # test inputs past the training range, so that the clip matters
+    y = np.zeros((200, 1))
+    for t in range(1, 200):
+        y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
+    path = str(tmp_path / "sys.csv")
+    write_sysid_csv(path, u, y)
+    config = PRSSMConfig(
+        **SMALL, data=path, iterations=40, eval_every=20, learning_rate=0.02, num_seeds=2
+    )
+    plain = run_prssm(config, run_dir=str(tmp_path / "plain"), progress=False, plot=False)
+    with open(tmp_path / "plain" / "results.json") as f:
+        written = f.read()
+    for changes in (dict(clip_inputs=True), dict(clip_inputs=True, eval_samples=50)):
+        fresh = run_prssm(
+            dataclasses.replace(config, **changes),
+            run_dir=str(tmp_path / "_".join(f"{k}{v}" for k, v in changes.items())),
+            progress=False,
+            plot=False,
+        )
+        again = evaluate_prssm(str(tmp_path / "plain"), **changes)
+        for a, b in zip(fresh.prediction, again.prediction, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        for key in ("rmse_mean", "log_likelihood_mean", "coverage_2std_mean", "iterations"):
+            assert again.results[key] == pytest.approx(fresh.results[key], rel=1e-6)
+        assert again.results["ensemble"] == pytest.approx(fresh.results["ensemble"], rel=1e-6)
+        assert again.results["train_seconds"] == plain.results["train_seconds"]
+    # the clip changed the simulation, so the comparison above can fail
+    assert abs(again.results["rmse_mean"] - plain.results["rmse_mean"]) > 1e-4
+    # unchanged fields give the run's own results; nothing in the folder was rewritten
+    same = evaluate_prssm(str(tmp_path / "plain"))
+    for a, b in zip(same.results["per_seed"], plain.results["per_seed"], strict=True):
+        assert a == pytest.approx(b, rel=1e-6)
+    with open(tmp_path / "plain" / "results.json") as f:
+        assert f.read() == written
+    with pytest.raises(ConfigError, match="learning_rate: changes the training"):
+        evaluate_prssm(str(tmp_path / "plain"), learning_rate=0.1)
+    with pytest.raises(ConfigError, match="eval_samples"):
+        evaluate_prssm(str(tmp_path / "plain"), eval_samples=0)
+    run_prssm(config, run_dir=str(tmp_path / "part"), progress=False, max_chunks=1)
+    with pytest.raises(CheckpointError, match="no finished run"):
+        evaluate_prssm(str(tmp_path / "part"), clip_inputs=True)
+
+
+def test_benchmark_selection_trains_once_for_candidates_that_differ_only_in_evaluation(
+    tmp_path,
+):
+    from benchmarks.prssm_sysid import select_on_training_half
+
+    rng = np.random.default_rng(2)
+    u = np.repeat(rng.uniform(-1, 1, size=32), 10)[:, None]
+    u[120:160] *= 3.0  # the training half's last quarter (its validation part) leaves the range
+    y = np.zeros((320, 1))
+    for t in range(1, 320):
+        y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
+    path = str(tmp_path / "sys.csv")
+    write_sysid_csv(path, u, y)
+    base = PRSSMConfig(**SMALL, data=path, iterations=20, eval_every=20, learning_rate=0.02)
+    grid = [dict(clip_inputs=False), dict(clip_inputs=True)]
+    chosen, rows, seconds = select_on_training_half(
+        base, load_sysid_csv(path), grid, 2, str(tmp_path / "sel"), "sys"
+    )
+    assert [r["models_of"] for r in rows] == [None, "clip_inputs=False"]
+    assert seconds == rows[0]["train_seconds"] == rows[1]["train_seconds"]
+    # one run folder: the second candidate trained nothing
+    assert sorted(os.listdir(tmp_path / "sel")) == ["clip_inputs=False", "sys_training_half.csv"]
+    assert rows[0]["rmse_mean"] != rows[1]["rmse_mean"]  # the clip mattered
+    assert chosen == min(rows, key=lambda r: r["rmse_mean"])["overrides"]
 
 
 def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):

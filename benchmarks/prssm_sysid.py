@@ -7,10 +7,12 @@ a linear ARX model fitted to the same data beside it.
         [--ensemble K] [--data-dir ../shared/data/sysid] [--set field=value ...]
         [--select field=v1,v2,... ...] [--xla-cpu-threads 1|all]
 
-    # the closest to the bars so far (benchmarks/RESULTS.md, session 27); the clip assumes
-    # the system saturates past its training inputs, which is wrong for tank (session 28):
+    # the bars' recipe (benchmarks/RESULTS.md, session 29): per dataset, the clip and how
+    # many rungs of the length-scale ladder the 8-model ensemble uses are chosen on the
+    # training half, from one 4-model validation run:
     python benchmarks/prssm_sysid.py --ensemble 8 \\
-        --set lengthscale_ladder=2.0 lengthscale_rungs=4 clip_inputs=true
+        --set lengthscale_ladder=2.0 lengthscale_rungs=4 \\
+        --select clip_inputs=false,true --select-seeds 4 --select-rungs
 
 Protocol (../shared/data/sysid/SOURCES.md): z-score with the training half's statistics,
 train on the first half, freely simulate the whole test half from the inputs alone after
@@ -21,7 +23,12 @@ timed on its own: "train s" is the wall time of its Adam steps, compilation incl
 evaluation excluded. The final model is reported; test numbers never choose anything.
 With `--select`, each dataset's values are chosen before the protocol runs, by the mean RMSE
 of `--select-seeds` models trained on the first 3/4 of the training half and freely
-simulated on its last quarter (the protocol above, inside the training half).
+simulated on its last quarter (the protocol above, inside the training half); with
+`--ensemble K` by the RMSE of their mixture instead. Values that only change the free
+simulation (clip_inputs, eval_samples) share one training. `--select-rungs` also chooses
+how many rungs R of the ladder the ensemble uses, scoring R by the mixture of the
+validation models on rungs below R (R = 1: no ladder); its "train s" column adds the
+selection's training to the repeat's.
 With `--ensemble K` each repeat is one run of K models trained at once (`num_seeds=K`,
 vmapped), reported as one ensemble: the equal-weight mixture of their predictive
 distributions (`sequence.sysid.mixture_moments`); "train s" is then the whole ensemble's.
@@ -47,7 +54,7 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
     machine_line,
     overrides_or_exit,
 )
-from sequence.prssm import PRSSMConfig  # noqa: E402
+from sequence.prssm import PRSSMConfig, ladder_rung  # noqa: E402
 from sequence.runs import (  # noqa: E402
     EVALUATION_FIELDS,
     evaluate_prssm,
@@ -55,6 +62,7 @@ from sequence.runs import (  # noqa: E402
     run_prssm,
 )
 from sequence.sysid import (  # noqa: E402
+    gaussian_metrics,
     load_sysid_csv,
     mixture_moments,
     select_arx,
@@ -102,17 +110,36 @@ def parse_grid(parser, items: list[str], overrides: dict) -> list[dict]:
     return grid
 
 
-def select_on_training_half(base, data, grid, seeds, folder, name):
-    """The grid point with the lowest mean free-simulation RMSE of `seeds` models trained on
-    the first 3/4 of the training half and simulated on its last quarter (a validation split:
-    the test half is never read). Points that differ only in evaluation fields (clip_inputs,
-    eval_samples) share one training: the later ones re-evaluate the first one's models
-    (`evaluate_prssm`). Returns (the chosen overrides, one row per grid point, the seconds
-    of training all the distinct candidates took)."""
+def rung_candidates(config: PRSSMConfig) -> list[tuple[dict, list[int]]]:
+    """--select-rungs: for each R = 1, 2, ... up to the rungs that `config`'s num_seeds
+    models cover, (the overrides that give an ensemble R rungs, the models of `config` whose
+    rung is below R). R = 1 is the plain ensemble: no ladder."""
+    rungs = [ladder_rung(k, config) for k in range(config.num_seeds)]
+    out = []
+    for R in range(1, max(rungs) + 2):
+        one = dict(lengthscale_ladder=1.0, lengthscale_rungs=0)
+        fields = dict(lengthscale_rungs=R) if R > 1 else one
+        out.append((fields, [k for k, r in enumerate(rungs) if r < R]))
+    return out
+
+
+def select_on_training_half(
+    base, data, grid, seeds, folder, name, as_ensemble=False, select_rungs=False
+):
+    """The candidate with the lowest free-simulation RMSE of `seeds` models trained on the
+    first 3/4 of the training half and simulated on its last quarter (a validation split:
+    the test half is never read): the mean of their RMSEs, or with `as_ensemble` the RMSE of
+    their equal-weight mixture (what the protocol reports with --ensemble). The candidates
+    are the grid's points, each with every `rung_candidates` choice when `select_rungs` (the
+    ladder's rungs below R scored from one run that covers them all). Points that differ
+    only in evaluation fields (clip_inputs, eval_samples) share one training: the later ones
+    re-evaluate the first one's models (`evaluate_prssm`). Returns (the chosen overrides,
+    one row per candidate, the seconds of training all the distinct trainings took)."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}_training_half.csv")
     write_sysid_csv(path, data.u_train, data.y_train, data.u_names, data.y_names)
-    rows, trained = [], {}  # trained: the training fields of a point -> (its run folder, label)
+    y_val = load_sysid_csv(path, 0.75).y_test  # the validation quarter, original units
+    rows, trained, seconds = [], {}, 0.0  # trained: training fields -> (run folder, label)
     for point in grid:
         cfg = dataclasses.replace(base, data=path, split=0.75, num_seeds=seeds, seed=0, **point)
         label = " ".join(f"{k}={v}" for k, v in point.items())
@@ -123,35 +150,46 @@ def select_on_training_half(base, data, grid, seeds, folder, name):
                 run_dir, **{k: v for k, v in point.items() if k in EVALUATION_FIELDS}
             )
         else:
-            run_dir, trained_as = os.path.join(folder, label.replace(" ", "_")), None
+            run_dir, trained_as = os.path.join(folder, label.replace(" ", "_") or "base"), None
             run = run_prssm(cfg, run_dir=run_dir, progress=False, plot=False)
             trained[training] = (run_dir, label)
-        members = run.results["per_seed"]
-        rows.append(
-            dict(
-                overrides=point,
-                rmse_mean=float(np.mean([m["rmse"] for m in members])),
-                rmse_per_seed=[m["rmse"] for m in members],
-                log_likelihood_mean=float(np.mean([m["log_likelihood"] for m in members])),
-                coverage_2std_mean=float(np.mean([m["coverage_2std"] for m in members])),
-                train_seconds=run.results["train_seconds"],
-                models_of=trained_as,  # None: trained for this point
+            seconds += run.results["train_seconds"]
+        per_model, (mean, var) = run.results["per_seed"], run.prediction
+        for fields, models in rung_candidates(cfg) if select_rungs else [({}, range(seeds))]:
+            mixture = gaussian_metrics(y_val, *mixture_moments(mean[models], var[models]))
+            members = [per_model[k] for k in models]
+            rows.append(
+                dict(
+                    overrides={**point, **fields},
+                    rmse_mean=float(np.mean([m["rmse"] for m in members])),
+                    rmse_per_seed=[m["rmse"] for m in members],
+                    log_likelihood_mean=float(np.mean([m["log_likelihood"] for m in members])),
+                    coverage_2std_mean=float(np.mean([m["coverage_2std"] for m in members])),
+                    mixture=mixture,
+                    models=list(models),
+                    train_seconds=run.results["train_seconds"],
+                    models_of=trained_as,  # None: trained for this point
+                )
             )
-        )
-        r = rows[-1]
-        print(
-            f"{name} validation, {label}: RMSE {r['rmse_mean']:.4f} (seeds "
-            + " ".join(f"{x:.3f}" for x in r["rmse_per_seed"])
-            + f") log-lik {r['log_likelihood_mean']:.3f} coverage {r['coverage_2std_mean']:.3f}"
-            + (
-                f" train {r['train_seconds']:.0f} s"
-                if trained_as is None
-                else f" (the models of {trained_as}, evaluated again)"
-            ),
-            flush=True,
-        )
-    best = min(rows, key=lambda r: r["rmse_mean"])
-    return best["overrides"], rows, sum(r["train_seconds"] for r in rows if r["models_of"] is None)
+            r = rows[-1]
+            print(
+                f"{name} validation, "
+                + " ".join(f"{k}={v}" for k, v in r["overrides"].items())
+                + f": RMSE {r['rmse_mean']:.4f} (models "
+                + " ".join(f"{x:.3f}" for x in r["rmse_per_seed"])
+                + f"; their mixture {mixture['rmse']:.4f}, coverage "
+                f"{mixture['coverage_2std']:.3f}) log-lik {r['log_likelihood_mean']:.3f} "
+                f"coverage {r['coverage_2std_mean']:.3f}"
+                + (
+                    f" train {r['train_seconds']:.0f} s"
+                    if trained_as is None
+                    else f" (the models of {trained_as}, evaluated again)"
+                ),
+                flush=True,
+            )
+    score = (lambda r: r["mixture"]["rmse"]) if as_ensemble else (lambda r: r["rmse_mean"])
+    best = min(rows, key=score)
+    return best["overrides"], rows, seconds
 
 
 def main() -> None:
@@ -184,6 +222,14 @@ def main() -> None:
         "first); the test half is never read, and the chosen values then run the protocol",
     )
     p.add_argument("--select-seeds", type=int, default=3, help="models per candidate (vmapped)")
+    p.add_argument(
+        "--select-rungs",
+        action="store_true",
+        help="with --ensemble and a ladder (--set lengthscale_ladder=L, L != 1), also choose "
+        "how many of the ladder's rungs the ensemble uses (lengthscale_rungs R; R = 1: no "
+        "ladder), each R scored by the mixture of the validation models whose rung is below R "
+        "(one validation run per --select point, its --select-seeds models covering the rungs)",
+    )
     # 1 is what `rlax-zoo train prssm` uses (its --xla-cpu-threads auto), so "train s" times
     # what the command line runs; 'all' gives XLA's default pool (the tables before session 9)
     add_xla_cpu_threads_flag(p)
@@ -193,6 +239,7 @@ def main() -> None:
     print("machine: " + machine_line())
     overrides = overrides_or_exit(p, PRSSMConfig, args.set, fixed=SET_BY_BENCHMARK)
     grid = parse_grid(p, args.select, overrides)
+    selecting = bool(args.select or args.select_rungs)
     if args.seeds < 1:
         p.error(f"--seeds: need at least 1 repeat, got {args.seeds}")
     if args.first_seed < 0:
@@ -201,6 +248,20 @@ def main() -> None:
         p.error(f"--select-seeds: need at least 1 model, got {args.select_seeds}")
     if args.ensemble < 1:
         p.error(f"--ensemble: need at least 1 model, got {args.ensemble}")
+    if args.select_rungs:
+        ladder = dataclasses.replace(PRSSMConfig(), **overrides).lengthscale_ladder
+        if args.ensemble < 2 or ladder == 1.0 or args.select_seeds < 2:
+            p.error(
+                "--select-rungs: chooses the rungs of an ensemble's length-scale ladder; it "
+                "needs --ensemble >= 2, --set lengthscale_ladder=L with L != 1 and "
+                f"--select-seeds >= 2 (got {args.ensemble}, {ladder}, {args.select_seeds})"
+            )
+        chosen_too = {"lengthscale_ladder", "lengthscale_rungs"} & {
+            k for point in grid for k in point
+        }
+        if chosen_too:
+            field = sorted(chosen_too)[0]
+            p.error(f"--select-rungs: chooses {field} itself; drop it from --select")
     suffix = f"_ensemble{args.ensemble}" if args.ensemble > 1 else ""
     out = args.out or f"benchmarks/results/prssm_sysid{suffix}.json"
     plot_dir = os.path.dirname(out) or "."
@@ -212,10 +273,17 @@ def main() -> None:
             base = dataclasses.replace(base, num_seeds=args.ensemble)
         data = load_sysid_csv(path, base.split)
         selection = None
-        if args.select:
+        if args.select or args.select_rungs:
             folder = os.path.join(args.root, f"{name}-validation-{time.time():.0f}")
             chosen, rows, seconds = select_on_training_half(
-                base, data, grid, args.select_seeds, folder, name
+                base,
+                data,
+                grid,
+                args.select_seeds,
+                folder,
+                name,
+                as_ensemble=args.ensemble > 1,
+                select_rungs=args.select_rungs,
             )
             base = dataclasses.replace(base, **chosen)
             selection = dict(chosen=chosen, candidates=rows, train_seconds=seconds)
@@ -276,7 +344,7 @@ def main() -> None:
         f"\n| dataset | PR-SSM{' ensemble of ' + str(args.ensemble) if suffix else ''} RMSE "
         "(mean +- std) | paper PR-SSM | best other (paper) | ARX "
         "RMSE (orders) | log-lik | +-2 std coverage | max train s"
-        + (" (with the selection's)" if args.select else "")
+        + (" (with the selection's)" if selecting else "")
         + " |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -287,7 +355,7 @@ def main() -> None:
             f"{best:.3f} ({who}) | {s['arx']['rmse']:.3f} ({s['arx']['na']},{s['arx']['nb']}) | "
             f"{s['log_likelihood_mean']:.3f} | {s['coverage_2std_mean']:.3f} | "
             f"{s['train_seconds_max']:.0f}"
-            + (f" ({s['train_seconds_with_selection_max']:.0f})" if args.select else "")
+            + (f" ({s['train_seconds_with_selection_max']:.0f})" if selecting else "")
             + " |"
         )
 

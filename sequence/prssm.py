@@ -129,8 +129,9 @@ class PRSSMConfig:
         "* ladder^k (not in the paper). With 2 and 4 seeds the members start at 2, 4, 8 and "
         "16, and their mixture needs no one length-scale chosen: with clip_inputs and two "
         "models per rung (lengthscale_rungs), the actuator's test RMSE over 10 such "
-        "ensembles is 0.430 against the default's 0.51 (benchmarks/RESULTS.md, session 27). "
-        "1: every seed starts at init_lengthscale.",
+        "ensembles is 0.430 against the default's 0.51 (benchmarks/RESULTS.md, session 27); "
+        "ballbeam and the dryer do better without it, and the benchmark's --select-rungs "
+        "chooses per record (session 29). 1: every seed starts at init_lengthscale.",
         low=0.0,
         low_open=True,
     )

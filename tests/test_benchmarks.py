@@ -40,13 +40,20 @@ def test_benchmark_help_renders(script):
         ("prssm_sysid.py", "data=x.csv", "['data'] already set"),
         # no repeat used to end in a traceback (the max of no training times)
         ("prssm_sysid.py --seeds", "0", "--seeds: need at least 1 repeat, got 0"),
+        # --select-rungs needs an ensemble with a ladder, and chooses the rungs itself
+        ("prssm_sysid.py --ensemble", "8 --select-rungs", "needs --ensemble >= 2, --set"),
+        (
+            "prssm_sysid.py --select-rungs --ensemble 8 --set lengthscale_ladder=2 --select",
+            "lengthscale_rungs=2,4",
+            "chooses lengthscale_rungs itself; drop it from --select",
+        ),
         ("impala_policy_lag.py", "architecture=threads", "['architecture'] already set"),
         ("impala_policy_lag.py", "learning_rate=-1", "learning_rate: must be in (0, inf)"),
     ],
 )
 def test_a_bad_override_is_one_line_before_training(script, item, needle):
     script, _, flag = script.partition(" ")
-    out = _run(os.path.join(ROOT, "benchmarks", script), flag or "--set", item)
+    out = _run(os.path.join(ROOT, "benchmarks", script), *(flag or "--set").split(), *item.split())
     assert out.returncode == 2 and needle in out.stderr, out.stderr[-500:]
     assert "Traceback" not in out.stderr
 

@@ -474,6 +474,25 @@ def test_evaluate_prssm_changes_only_evaluation_fields_and_matches_a_fresh_run(t
         evaluate_prssm(str(tmp_path / "part"), clip_inputs=True)
 
 
+def test_rung_candidates_pick_the_models_below_each_rung():
+    from benchmarks.prssm_sysid import rung_candidates
+
+    none = dict(lengthscale_ladder=1.0, lengthscale_rungs=0)
+    four = PRSSMConfig(lengthscale_ladder=2.0, lengthscale_rungs=4, num_seeds=8)
+    assert rung_candidates(four) == [
+        (none, [0, 4]),
+        (dict(lengthscale_rungs=2), [0, 1, 4, 5]),
+        (dict(lengthscale_rungs=3), [0, 1, 2, 4, 5, 6]),
+        (dict(lengthscale_rungs=4), list(range(8))),
+    ]
+    # rungs 0: one rung per model; one model: no ladder to choose from
+    assert rung_candidates(PRSSMConfig(lengthscale_ladder=2.0, num_seeds=3))[2] == (
+        dict(lengthscale_rungs=3),
+        [0, 1, 2],
+    )
+    assert rung_candidates(PRSSMConfig(lengthscale_ladder=2.0)) == [(none, [0])]
+
+
 def test_benchmark_selection_trains_once_for_candidates_that_differ_only_in_evaluation(
     tmp_path,
 ):
@@ -487,17 +506,31 @@ def test_benchmark_selection_trains_once_for_candidates_that_differ_only_in_eval
         y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
     path = str(tmp_path / "sys.csv")
     write_sysid_csv(path, u, y)
-    base = PRSSMConfig(**SMALL, data=path, iterations=20, eval_every=20, learning_rate=0.02)
+    base = PRSSMConfig(
+        **SMALL, data=path, iterations=20, eval_every=20, learning_rate=0.02, lengthscale_ladder=3.0
+    )
     grid = [dict(clip_inputs=False), dict(clip_inputs=True)]
     chosen, rows, seconds = select_on_training_half(
-        base, load_sysid_csv(path), grid, 2, str(tmp_path / "sel"), "sys"
+        base, load_sysid_csv(path), grid, 2, str(tmp_path / "sel"), "sys", True, True
     )
-    assert [r["models_of"] for r in rows] == [None, "clip_inputs=False"]
-    assert seconds == rows[0]["train_seconds"] == rows[1]["train_seconds"]
-    # one run folder: the second candidate trained nothing
+    # each clip value with R = 1 (model 0 alone, no ladder) and R = 2 (both rungs)
+    none = dict(lengthscale_ladder=1.0, lengthscale_rungs=0)
+    assert [r["overrides"] for r in rows] == [
+        dict(clip_inputs=c, **fields)
+        for c in (False, True)
+        for fields in (none, dict(lengthscale_rungs=2))
+    ]
+    assert [r["models_of"] for r in rows] == [None, None, "clip_inputs=False", "clip_inputs=False"]
+    assert seconds == rows[0]["train_seconds"] == rows[3]["train_seconds"]
+    # one run folder: the clipped candidates trained nothing
     assert sorted(os.listdir(tmp_path / "sel")) == ["clip_inputs=False", "sys_training_half.csv"]
-    assert rows[0]["rmse_mean"] != rows[1]["rmse_mean"]  # the clip mattered
-    assert chosen == min(rows, key=lambda r: r["rmse_mean"])["overrides"]
+    assert rows[0]["rmse_mean"] != rows[2]["rmse_mean"]  # the clip mattered
+    for r in rows:
+        if len(r["models"]) == 1:  # a mixture of one model is that model
+            assert r["mixture"]["rmse"] == pytest.approx(r["rmse_mean"], rel=1e-9)
+        else:  # the RMSE of the averaged mean is at most the models' mean RMSE
+            assert r["mixture"]["rmse"] <= r["rmse_mean"] + 1e-12
+    assert chosen == min(rows, key=lambda r: r["mixture"]["rmse"])["overrides"]
 
 
 def test_cli_trains_prssm_and_reports_bad_data(tmp_path, capsys):

@@ -117,8 +117,8 @@ def rung_candidates(config: PRSSMConfig) -> list[tuple[dict, list[int]]]:
     rungs = [ladder_rung(k, config) for k in range(config.num_seeds)]
     out = []
     for R in range(1, max(rungs) + 2):
-        one = dict(lengthscale_ladder=1.0, lengthscale_rungs=0)
-        fields = dict(lengthscale_rungs=R) if R > 1 else one
+        no_ladder = dict(lengthscale_ladder=1.0, lengthscale_rungs=0)
+        fields = no_ladder if R == 1 else dict(lengthscale_rungs=R)
         out.append((fields, [k for k, r in enumerate(rungs) if r < R]))
     return out
 
@@ -218,8 +218,10 @@ def main() -> None:
         metavar="FIELD=V1,V2,...",
         help="per dataset, choose among these values (every combination of the fields given) "
         "by the mean RMSE of --select-seeds models trained on the first 3/4 of the training "
-        "half and freely simulated on its last quarter (a tie goes to the combination given "
-        "first); the test half is never read, and the chosen values then run the protocol",
+        "half and freely simulated on its last quarter (with --ensemble, the RMSE of their "
+        "mixture; values of clip_inputs and eval_samples share one training; a tie goes to "
+        "the combination given first); the test half is never read, and the chosen values "
+        "then run the protocol",
     )
     p.add_argument("--select-seeds", type=int, default=3, help="models per candidate (vmapped)")
     p.add_argument(
@@ -273,7 +275,7 @@ def main() -> None:
             base = dataclasses.replace(base, num_seeds=args.ensemble)
         data = load_sysid_csv(path, base.split)
         selection = None
-        if args.select or args.select_rungs:
+        if selecting:
             folder = os.path.join(args.root, f"{name}-validation-{time.time():.0f}")
             chosen, rows, seconds = select_on_training_half(
                 base,

@@ -196,10 +196,13 @@ def test_trajectory_inducing_samples_follow_one_function_per_trajectory():
         np.testing.assert_allclose(xs[t + 1], x, rtol=1e-6, atol=1e-8)
 
 
-def linear_system(T=400, seed=0):
-    """y_t = 0.8 y_{t-1} + 0.5 u_{t-1} with piecewise-constant random inputs."""
+def linear_system(T=400, seed=0, widen=None):
+    """y_t = 0.8 y_{t-1} + 0.5 u_{t-1} with piecewise-constant random inputs; widen=(start,
+    stop, factor) multiplies u[start:stop] by factor (inputs that leave the range before)."""
     rng = np.random.default_rng(seed)
     u = np.repeat(rng.uniform(-1, 1, size=T // 10), 10)[:, None]
+    if widen is not None:
+        u[widen[0] : widen[1]] *= widen[2]
     y = np.zeros((T, 1))
     for t in range(1, T):
         y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
@@ -429,12 +432,7 @@ def test_learns_a_linear_system_and_resumes_exactly(tmp_path):
 
 
 def test_evaluate_prssm_changes_only_evaluation_fields_and_matches_a_fresh_run(tmp_path):
-    rng = np.random.default_rng(1)
-    u = np.repeat(rng.uniform(-1, 1, size=20), 10)[:, None]
-    u[100:] *= 2.5  # test inputs past the training range, so that the clip matters
-    y = np.zeros((200, 1))
-    for t in range(1, 200):
-        y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
+    u, y = linear_system(200, seed=1, widen=(100, 200, 2.5))  # test inputs leave the range
     path = str(tmp_path / "sys.csv")
     write_sysid_csv(path, u, y)
     config = PRSSMConfig(
@@ -498,12 +496,8 @@ def test_benchmark_selection_trains_once_for_candidates_that_differ_only_in_eval
 ):
     from benchmarks.prssm_sysid import select_on_training_half
 
-    rng = np.random.default_rng(2)
-    u = np.repeat(rng.uniform(-1, 1, size=32), 10)[:, None]
-    u[120:160] *= 3.0  # the training half's last quarter (its validation part) leaves the range
-    y = np.zeros((320, 1))
-    for t in range(1, 320):
-        y[t] = 0.8 * y[t - 1] + 0.5 * u[t - 1]
+    # the training half's last quarter (its validation part) leaves the range
+    u, y = linear_system(320, seed=2, widen=(120, 160, 3.0))
     path = str(tmp_path / "sys.csv")
     write_sysid_csv(path, u, y)
     base = PRSSMConfig(

@@ -38,7 +38,7 @@ from diffusion.train import (
     sample_images,
 )
 from rlax_zoo import config as config_lib
-from rlax_zoo.checkpointing import Checkpointer, CheckpointError
+from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 
@@ -260,10 +260,7 @@ def load_autoencoder(run_dir: str) -> LoadedAutoencoder:
         example = load_training_images(config)[0][:1]
     model, init, _ = make_autoencoder_trainer(config, example)
     template = init(jax.random.PRNGKey(config.seed))
-    restored, _, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
-        lambda meta: {"state": template}
-    )
-    params = jax.tree.map(jnp.asarray, restored["state"].params)
+    params = restore_run_state(run_dir, template)[0].params
     encode, decode = _bind(model, params)
     return LoadedAutoencoder(config, model, params, results["latent_scale"], encode, decode)
 

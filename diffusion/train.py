@@ -43,7 +43,7 @@ from diffusion.ddpm import (
     simple_loss,
 )
 from diffusion.unet import UNet
-from rlax_zoo.checkpointing import Checkpointer, CheckpointError
+from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 
@@ -472,10 +472,7 @@ def sample_from_run(
     x_train, _, _, _ = load_training_images(config)
     trainer = make_ddpm_trainer(config, x_train)
     template = trainer.init(jax.random.PRNGKey(config.seed))
-    restored, _, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
-        lambda meta: {"state": template}
-    )
-    params = jax.tree.map(jnp.asarray, restored["state"].ema_params)
+    params = restore_run_state(run_dir, template)[0].ema_params
     samples = sample_images(trainer, params, n, sampler, steps, seed)
     save_grid(samples, out)
     return out, samples

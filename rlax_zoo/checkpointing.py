@@ -119,3 +119,13 @@ class Checkpointer:
             "every checkpoint in "
             f"{self.directory} is unreadable or does not match this run's state: {errors}"
         )
+
+
+def restore_run_state(run_dir: str, template: Any) -> tuple[Any, dict]:
+    """A run folder's newest readable checkpoint (`<run_dir>/checkpoints`): (its state, shaped
+    and typed like `template`, as JAX arrays; its metadata). What loads a finished run's model
+    for evaluation or sampling; raises CheckpointError as `Checkpointer.restore` does."""
+    restored, meta, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
+        lambda meta: {"state": template}
+    )
+    return jax.tree.map(jax.numpy.asarray, restored["state"]), meta

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlax_zoo.checkpointing import Checkpointer, CheckpointError
+from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, replace_given
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
 from sequence.prssm import PRSSMConfig, make_prssm_trainer, unused_ladder
@@ -79,6 +79,11 @@ def _seed_keys(config: PRSSMConfig):
     """One raw (orbax-friendly) key per seed: each seed's init and, folded with 1, its test
     simulation's key."""
     return jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+
+
+def _initial_states(trainer, keys):
+    """The seeds' initial TrainStates (leading [seeds] axis), seed k on ladder member k."""
+    return jax.vmap(trainer.init)(keys, jnp.arange(len(keys)))
 
 
 def _test_evaluator(config: PRSSMConfig, data, trainer, keys):
@@ -149,11 +154,7 @@ def evaluate_prssm(run_dir: str, **changes) -> PRSSMRun:
     data = _load_checked(config)
     trainer = _trainer(config, data)
     keys = _seed_keys(config)
-    template = jax.vmap(trainer.init)(keys, jnp.arange(config.num_seeds))
-    restored, meta, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
-        lambda meta: {"state": template}
-    )
-    state = jax.tree.map(jnp.asarray, restored["state"])
+    state, meta = restore_run_state(run_dir, _initial_states(trainer, keys))
     tests, prediction = _test_evaluator(config, data, trainer, keys)(state.params)
     with open(os.path.join(run_dir, "results.json")) as f:
         out_of_time = json.load(f)["out_of_time"]
@@ -234,7 +235,7 @@ def run_prssm(
 
     loop = drive_chunks(
         run_dir,
-        jax.vmap(trainer.init)(keys, jnp.arange(seeds)),
+        _initial_states(trainer, keys),
         chunk_sizes(config.iterations, config.eval_every),
         train_fn,
         after_chunk,

@@ -127,9 +127,10 @@ def _test_results(config, data, tests, prediction, train_seconds, state, out_of_
 
 def evaluate_prssm(run_dir: str, **changes) -> PRSSMRun:
     """A finished PR-SSM run's final model evaluated again, by free simulation of its test
-    part, with evaluation-only fields changed (EVALUATION_FIELDS: clip_inputs, eval_samples):
-    the same results as a fresh `run_prssm` of the changed config would give, without the
-    training. Nothing in run_dir is written.
+    part (Doerr et al. 2018, the benchmark experiments and Figure 4; prediction (mean, var)
+    [seeds, T_test, Dy] in the data's units), with evaluation-only fields changed
+    (EVALUATION_FIELDS: clip_inputs, eval_samples): the same results as a fresh `run_prssm`
+    of the changed config would give, without the training. Nothing in run_dir is written.
 
     Args:
       run_dir: a run folder whose training finished (it holds results.json).

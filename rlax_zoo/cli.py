@@ -72,6 +72,13 @@ METHODS = {
         aliases={},
         driver="sequence.runs:run_prssm",
     ),
+    "transformer": Method(
+        config_cls=_config("sequence.translate:TransformerConfig"),
+        build="",
+        help="The Transformer (Vaswani et al. 2017) trained to translate Multi30k En-De.",
+        aliases={},
+        driver="sequence.translate:run_transformer",
+    ),
     "ddpm": Method(
         config_cls=_config("diffusion.train:DDPMConfig"),
         build="",
@@ -280,7 +287,8 @@ def run_benchmark(name: str | None, script_args: list[str], folder: str | None =
             continue
 
 
-IMAGE_METHODS = ("ddpm", "autoencoder")
+# Methods whose steps are large array products (convolutions, attention): XLA's whole pool.
+WIDE_METHODS = ("ddpm", "autoencoder", "transformer")
 # Methods whose actor(-learner)s are Python threads: with a one-thread XLA pool their jitted
 # calls run one after another (Pong-v5 A3C, 2 threads against 1: 1.04x, against 1.33x with
 # XLA's default pool; RESULTS.md).
@@ -355,8 +363,8 @@ def cpu_threads_for(method: str, args) -> int:
                 f"{xla_cpu.available_cpus()}, got {value!r}"
             ) from None
     env_id = _env_id_of(args)
-    images = method in IMAGE_METHODS or (env_id is not None and is_atari(env_id))
-    return xla_cpu.available_cpus() if images or method in THREADED_METHODS else 1
+    wide = method in WIDE_METHODS or (env_id is not None and is_atari(env_id))
+    return xla_cpu.available_cpus() if wide or method in THREADED_METHODS else 1
 
 
 def _initialize_distributed(cls, args) -> None:

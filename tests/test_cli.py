@@ -80,6 +80,9 @@ def test_from_args_validates_what_it_builds():
         ("impala", ["--process-id", "3"], "process_id must be in 0 .. num_processes - 1 = 0"),
         ("impala", ["--num-processes", "2"], "coordinator_address (host:port of process 0)"),
         ("impala", ["--learner-devices", "0"], "learner_devices must be >= 1 or -1"),
+        ("transformer", ["--dropout", "1"], "dropout: must be in [0, 1)"),
+        ("transformer", ["--data-dir", "no/such/dir"], "data_dir"),
+        ("transformer", ["--dim", "30"], "num_heads: must divide dim (30), got 4"),
     ],
 )
 def test_bad_input_exits_2_before_compiling(capsys, tmp_path, method, argv, needle):

@@ -18,6 +18,8 @@ PRIMITIVES = [
     "rlax_zoo/vtrace.py",
     "rlax_zoo/xla_cpu.py",
     "sequence/gp.py",
+    "sequence/attention.py",
+    "sequence/data.py",
     "diffusion/ddpm.py",
     "diffusion/unet.py",
     "diffusion/autoencoder.py",

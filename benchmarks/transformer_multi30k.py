@@ -1,0 +1,127 @@
+"""The Transformer (Vaswani et al. 2017) on Multi30k En-De, sized for this CPU: training
+time, the validation cross-entropy curve, and greedy-decoding BLEU (Papineni et al. 2002,
+corpus level, lower-cased word tokens, one reference) on the validation and test_2016_flickr
+splits, against the floor of copying the source sentence.
+
+    python benchmarks/transformer_multi30k.py [--set field=value ...] [--run-dir DIR]
+        [--out JSON] [--xla-cpu-threads all|N]
+
+It trains `rlax-zoo train transformer`'s config (plus --set overrides) in a run folder and
+reads its results. A time-boxed run: `--set time_budget_s=1800 iterations=20000`.
+With --attention it instead times the attention primitive against JAX's own
+`jax.nn.dot_product_attention` (the XLA implementation) in the same process: forward and
+backward at the shapes of a training batch here and at a long sequence, median of 7
+interleaved repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.dqn_cartpole import (  # noqa: E402
+    add_xla_cpu_threads_flag,
+    apply_xla_cpu_threads,
+    machine_line,
+    overrides_or_exit,
+)
+from sequence.translate import TransformerConfig, run_transformer  # noqa: E402
+
+
+def copy_source_bleu(config: TransformerConfig) -> dict:
+    """The floor: BLEU of the source sentence's own tokens as the 'translation'."""
+    from sequence.data import corpus_bleu, load_parallel, tokenize
+
+    out = {}
+    for split in ("val", "test"):
+        src, tgt = load_parallel(split, config.data_dir, config.src, config.tgt)
+        out[split] = corpus_bleu([tokenize(s) for s in src], [tokenize(t) for t in tgt])
+    return out
+
+
+def time_attention(repeats: int = 7) -> list[dict]:
+    """Forward + backward seconds of `scaled_dot_product_attention` against
+    `jax.nn.dot_product_attention`, interleaved, median of `repeats` (after a compile call)."""
+    import jax
+    import jax.numpy as jnp
+
+    from sequence.attention import scaled_dot_product_attention
+
+    rows = []
+    for B, T, H, K in ((128, 24, 4, 64), (8, 512, 8, 64)):
+        keys = jax.random.split(jax.random.key(0), 3)
+        q, k, v = (jax.random.normal(kk, (B, T, H, K)) for kk in keys)
+        mask = jnp.tril(jnp.ones((T, T), bool))[None, None]
+        fns = {
+            "ours": lambda q, k, v, mask=mask: scaled_dot_product_attention(q, k, v, mask),
+            "jax.nn": lambda q, k, v, mask=mask: jax.nn.dot_product_attention(q, k, v, mask=mask),
+        }
+        grads = {
+            name: jax.jit(jax.grad(lambda q, k, v, f=f: f(q, k, v).sum(), argnums=(0, 1, 2)))
+            for name, f in fns.items()
+        }
+        ref = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        err = float(jnp.max(jnp.abs(fns["ours"](q, k, v) - ref)))
+        times = {name: [] for name in grads}
+        for g in grads.values():
+            jax.block_until_ready(g(q, k, v))
+        for _ in range(repeats):
+            for name, g in grads.items():
+                t0 = time.perf_counter()
+                jax.block_until_ready(g(q, k, v))
+                times[name].append(time.perf_counter() - t0)
+        med = {name: float(np.median(t)) for name, t in times.items()}
+        rows.append(
+            dict(
+                shape=f"B={B} T={T} H={H} K={K}",
+                ours_s=med["ours"],
+                jax_nn_s=med["jax.nn"],
+                ratio_jax_nn_over_ours=med["jax.nn"] / med["ours"],
+                max_abs_diff=err,
+            )
+        )
+        print(
+            f"attention fwd+bwd {rows[-1]['shape']}: ours {med['ours'] * 1e3:.1f} ms, "
+            f"jax.nn.dot_product_attention {med['jax.nn'] * 1e3:.1f} ms "
+            f"(ratio {rows[-1]['ratio_jax_nn_over_ours']:.2f}; outputs agree to {err:.1e})",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--out", default=None, help="Write the results as JSON here.")
+    p.add_argument("--attention", action="store_true", help="Time attention only (see doc).")
+    add_xla_cpu_threads_flag(p, default="all")  # as `rlax-zoo train transformer` picks
+    args = p.parse_args()
+    overrides = overrides_or_exit(p, TransformerConfig, args.set)
+    apply_xla_cpu_threads(args)
+    print("command: python " + " ".join(sys.argv))
+    print("machine: " + machine_line(), flush=True)
+    out = dict(command="python " + " ".join(sys.argv), machine=machine_line())
+    if args.attention:
+        out["attention"] = time_attention()
+    else:
+        config = TransformerConfig(**overrides)
+        out["config"] = overrides
+        out["copy_source_bleu"] = copy_source_bleu(config)
+        print(f"floor, the source copied: BLEU {out['copy_source_bleu']}", flush=True)
+        run = run_transformer(config, run_dir=args.run_dir)
+        out.update(run_dir=run.run_dir, results=run.results, curve=run.metrics)
+        print(run.summary())
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
             "CPU for Atari frames, images and the threaded methods (a3c, async-*, impala), "
             "whose threads would otherwise share one XLA thread. See rlax_zoo/xla_cpu.py.",
         )
+    translate = sub.add_parser(
+        "translate", help="Translate sentences with a trained transformer run (one per line)."
+    )
+    translate.add_argument("--run", required=True, metavar="RUN_DIR", help="A transformer run.")
+    translate.add_argument("text", nargs="+", help="Source sentences, one argument each.")
+    translate.add_argument(
+        "--beam-size", type=int, default=None, help="Beam size (default: the run's; 1: greedy)."
+    )
     sample = sub.add_parser(
         "sample", help="Draw samples from a trained DDPM run; writes an image grid PNG."
     )
@@ -426,6 +434,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)
             return 2
         print(f"wrote {args.n} samples to {os.path.abspath(path)}")
+        return 0
+    if args.command == "translate":
+        from sequence.translate import translate_sentences
+
+        try:
+            outputs = translate_sentences(args.run, args.text, args.beam_size)
+        except (config_lib.ConfigError, CheckpointError) as e:
+            print(f"rlax-zoo: error: {e}", file=sys.stderr)
+            return 2
+        print("\n".join(outputs))
         return 0
     if args.command == "disguise":
         from diffusion.latent import run_disguise

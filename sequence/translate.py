@@ -37,7 +37,15 @@ import optax
 from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, replace_given, time_budget_option
 from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
-from sequence.data import BOS, EOS, TextDataError, corpus_bleu, load_translation
+from sequence.data import (
+    BOS,
+    EOS,
+    TextDataError,
+    corpus_bleu,
+    encode_batch,
+    load_translation,
+    tokenize,
+)
 from sequence.transformer import (
     Transformer,
     beam_search,
@@ -317,16 +325,13 @@ def _final_results(config, data, trainer, params, run_dir=None) -> dict:
 EVALUATION_FIELDS = ("beam_size", "length_penalty", "eval_batch_size")
 
 
-def evaluate_transformer(run_dir: str, **changes) -> TranslationRun:
-    """A finished run's model evaluated again (BLEU of beam search and greedy decoding, as
-    `run_transformer` reports it) with evaluation-only fields changed (EVALUATION_FIELDS,
-    e.g. beam_size=8); the results of a fresh run of the changed config, without training.
-    Nothing in run_dir is written. Returns a TranslationRun whose metrics are empty."""
+def _restore_finished(run_dir: str, caller: str, **changes):
+    """(config with `changes`, data, trainer, state) of a finished run, for evaluation."""
     training = sorted(set(changes) - set(EVALUATION_FIELDS))
     if training:
         raise ConfigError(
             f"{training[0]}: changes the training, so a trained run cannot be evaluated with "
-            f"it; evaluate_transformer changes only {', '.join(EVALUATION_FIELDS)}"
+            f"it; {caller} changes only {', '.join(EVALUATION_FIELDS)}"
         )
     if not os.path.exists(os.path.join(run_dir, "results.json")):
         raise CheckpointError(
@@ -336,11 +341,41 @@ def evaluate_transformer(run_dir: str, **changes) -> TranslationRun:
     config, _, data = prepare_run_dir(TransformerConfig, None, None, run_dir, "", _load_checked)
     config = replace_given(config, **changes)
     trainer = make_translation_trainer(config, data)
-    state, meta = restore_run_state(run_dir, trainer.init(jax.random.PRNGKey(config.seed)))
+    state, _ = restore_run_state(run_dir, trainer.init(jax.random.PRNGKey(config.seed)))
+    return config, data, trainer, state
+
+
+def evaluate_transformer(run_dir: str, **changes) -> TranslationRun:
+    """A finished run's model evaluated again (BLEU of beam search and greedy decoding, as
+    `run_transformer` reports it) with evaluation-only fields changed (EVALUATION_FIELDS,
+    e.g. beam_size=8); the results of a fresh run of the changed config, without training.
+    Nothing in run_dir is written. Returns a TranslationRun whose metrics are empty."""
+    config, data, trainer, state = _restore_finished(run_dir, "evaluate_transformer", **changes)
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
     results.update(_final_results(config, data, trainer, state.params))
     return TranslationRun(run_dir, results, [], False, state)
+
+
+def translate_sentences(run_dir: str, sentences: list[str], beam_size: int | None = None):
+    """Translations (strings of lower-cased word tokens) of raw source sentences by a finished
+    run's model, with beam search of `beam_size` (default: the run's; 1: greedy decoding)."""
+    if not sentences:
+        raise ConfigError("sentences: give at least one sentence to translate")
+    batch = min(len(sentences), 64)  # no decoding of padding rows for a few sentences
+    config, data, trainer, state = _restore_finished(
+        run_dir, "translate_sentences", beam_size=beam_size, eval_batch_size=batch
+    )
+    tokens = [tokenize(s) for s in sentences]
+    src, fits = encode_batch(tokens, data.src_vocab, config.max_len, add_bos=False)
+    if not fits.all():
+        i = int(np.argmin(fits))
+        raise ConfigError(
+            f"sentences: sentence {i} has {len(tokens[i])} tokens; the run's max_len "
+            f"({config.max_len}) holds at most {config.max_len - 1}"
+        )
+    ids = trainer.translate(state.params, src, config.beam_size)
+    return [" ".join(data.tgt_vocab.decode(row)) for row in ids]
 
 
 def run_transformer(

@@ -37,6 +37,7 @@ from sequence.translate import (
     evaluate_transformer,
     make_translation_trainer,
     run_transformer,
+    translate_sentences,
 )
 
 
@@ -330,7 +331,7 @@ def test_config_errors_name_the_field():
         make_translation_trainer(TransformerConfig(batch_size=101), data)
 
 
-def test_run_folder_resumes_to_the_uninterrupted_run_and_reports_bleu(tmp_path):
+def test_run_folder_resumes_to_the_uninterrupted_run_and_reports_bleu(tmp_path, capsys):
     config = TransformerConfig(
         max_train_pairs=300,
         dim=16,
@@ -362,6 +363,17 @@ def test_run_folder_resumes_to_the_uninterrupted_run_and_reports_bleu(tmp_path):
     again = evaluate_transformer(str(tmp_path / "whole"), beam_size=1)
     assert again.results["test_bleu"] == results["test_bleu_greedy"]
     assert again.results["val_bleu"] == results["val_bleu_greedy"]
+    # the command line translates raw text as the run's evaluation did (sentence 0 of test)
+    from rlax_zoo import cli
+    from sequence.data import load_parallel
+
+    first_test = load_parallel("test")[0][0]
+    assert cli.main(["translate", "--run", str(tmp_path / "whole"), first_test]) == 0
+    with open(tmp_path / "whole" / "translations.txt") as f:
+        beam_out = f.read().split("\n")[2].removeprefix("out: ")
+    assert capsys.readouterr().out.strip() == beam_out
+    with pytest.raises(ConfigError, match="sentences: sentence 0 has 40 tokens"):
+        translate_sentences(str(tmp_path / "whole"), ["a " * 40])
     with pytest.raises(ConfigError, match="dim: changes the training"):
         evaluate_transformer(str(tmp_path / "whole"), dim=32)
     with pytest.raises(CheckpointError, match="no finished run"):

@@ -40,7 +40,7 @@ from diffusion.train import (
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
-from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
+from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_config_chunks, prepare_run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,17 +204,15 @@ def run_autoencoder(
     )
     model, init, train_chunk = make_autoencoder_trainer(config, x_train)
 
-    loop = drive_chunks(
+    loop = drive_config_chunks(
         run_dir,
+        config,
         init(jax.random.PRNGKey(config.seed)),
-        chunk_sizes(config.iterations, config.eval_every),
         lambda n: lambda s: train_chunk(s, n),
         chunk_logger("autoencoder", config.iterations, "reconstruction", progress),
-        resume=resume is not None,
-        max_chunks=max_chunks,
-        checkpoint_every=config.checkpoint_every,
+        resume is not None,
+        max_chunks,
         what="the reconstruction error",
-        time_budget=config.time_budget_s,
     )
     results = {}
     if not loop.interrupted:

@@ -45,7 +45,7 @@ from diffusion.ddpm import (
 from diffusion.unet import UNet
 from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
-from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
+from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,16 +335,14 @@ def run_ddpm(
     def train_fn(n):
         return lambda s: trainer.train_chunk(s, n)
 
-    loop = drive_chunks(
+    loop = drive_config_chunks(
         run_dir,
+        config,
         trainer.init(jax.random.PRNGKey(config.seed)),
-        chunk_sizes(config.iterations, config.eval_every),
         train_fn,
         chunk_logger("ddpm", config.iterations, "loss", progress),
-        resume=resume is not None,
-        max_chunks=max_chunks,
-        checkpoint_every=config.checkpoint_every,
-        time_budget=config.time_budget_s,
+        resume is not None,
+        max_chunks,
     )
     results = {}
     if not loop.interrupted:

@@ -421,6 +421,48 @@ def prepare_run_dir(
     return config, run_dir, loaded
 
 
+def drive_config_chunks(
+    run_dir: str, config, state, train_fn, after_chunk, resume: bool, max_chunks, what="the loss"
+) -> ChunkLoop:
+    """`drive_chunks` as a chunked trainer's config sets it: `config.iterations` steps in
+    chunks of `config.eval_every`, a checkpoint every `config.checkpoint_every` chunks, and
+    `config.time_budget_s` seconds of training at most."""
+    return drive_chunks(
+        run_dir,
+        state,
+        chunk_sizes(config.iterations, config.eval_every),
+        train_fn,
+        after_chunk,
+        resume=resume,
+        max_chunks=max_chunks,
+        checkpoint_every=config.checkpoint_every,
+        what=what,
+        time_budget=config.time_budget_s,
+    )
+
+
+def finished_run_config(
+    config_cls, run_dir: str, changes: dict, evaluation_fields: tuple, caller: str, rerun: str
+):
+    """The config of a finished run (its folder holds results.json) with `changes` to the
+    fields in `evaluation_fields` applied and validated: what an evaluation of the trained
+    model (`caller`) may change. A training field raises ConfigError naming it; an
+    unfinished run raises CheckpointError saying to finish it with `rerun(resume=...)`."""
+    training = sorted(set(changes) - set(evaluation_fields))
+    if training:
+        raise config_lib.ConfigError(
+            f"{training[0]}: changes the training, so a trained run cannot be evaluated with "
+            f"it; {caller} changes only {', '.join(evaluation_fields)}"
+        )
+    if not os.path.exists(os.path.join(run_dir, "results.json")):
+        raise CheckpointError(
+            f"run_dir: {run_dir!r} holds no finished run (no results.json); finish it with "
+            f"{rerun}(resume={run_dir!r}) first"
+        )
+    config, _, _ = prepare_run_dir(config_cls, None, None, run_dir, "", None)
+    return config_lib.replace_given(config, **changes)
+
+
 def chunk_sizes(total: int, every: int) -> list[int]:
     """`total` steps in chunks of `every` (the last one shorter if it does not divide)."""
     sizes = [every] * (total // every)

@@ -23,9 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlax_zoo.checkpointing import CheckpointError, restore_run_state
-from rlax_zoo.config import ConfigError, replace_given
-from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
+from rlax_zoo.checkpointing import restore_run_state
+from rlax_zoo.config import ConfigError
+from rlax_zoo.runner import (
+    ChunkRun,
+    drive_config_chunks,
+    finished_run_config,
+    prepare_run_dir,
+)
 from sequence.prssm import PRSSMConfig, make_prssm_trainer, unused_ladder
 from sequence.sysid import gaussian_metrics, load_sysid_csv, mixture_moments
 
@@ -139,19 +144,9 @@ def evaluate_prssm(run_dir: str, **changes) -> PRSSMRun:
       a PRSSMRun whose results carry the changed config's test metrics (train_seconds, the
       run's own training time); metrics is empty.
     """
-    training = sorted(set(changes) - set(EVALUATION_FIELDS))
-    if training:
-        raise ConfigError(
-            f"{training[0]}: changes the training, so a trained run cannot be evaluated with "
-            f"it; evaluate_prssm changes only {', '.join(EVALUATION_FIELDS)}"
-        )
-    if not os.path.exists(os.path.join(run_dir, "results.json")):
-        raise CheckpointError(
-            f"run_dir: {run_dir!r} holds no finished run (no results.json); finish it with "
-            f"run_prssm(resume={run_dir!r}) first"
-        )
-    config, _, _ = prepare_run_dir(PRSSMConfig, None, None, run_dir, "", None)
-    config = replace_given(config, **changes)
+    config = finished_run_config(
+        PRSSMConfig, run_dir, changes, EVALUATION_FIELDS, "evaluate_prssm", "run_prssm"
+    )
     data = _load_checked(config)
     trainer = _trainer(config, data)
     keys = _seed_keys(config)
@@ -234,17 +229,15 @@ def run_prssm(
             )
         return rows
 
-    loop = drive_chunks(
+    loop = drive_config_chunks(
         run_dir,
+        config,
         _initial_states(trainer, keys),
-        chunk_sizes(config.iterations, config.eval_every),
         train_fn,
         after_chunk,
-        resume=resume is not None,
-        max_chunks=max_chunks,
-        checkpoint_every=config.checkpoint_every,
+        resume is not None,
+        max_chunks,
         what="the ELBO",
-        time_budget=config.time_budget_s,
     )
     state, rows, train_seconds = loop.state, loop.rows, loop.train_seconds
     interrupted, prediction = loop.interrupted, last.get("prediction")

@@ -34,9 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlax_zoo.checkpointing import CheckpointError, restore_run_state
-from rlax_zoo.config import ConfigError, option, replace_given, time_budget_option
-from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_chunks, prepare_run_dir
+from rlax_zoo.checkpointing import restore_run_state
+from rlax_zoo.config import ConfigError, option, time_budget_option
+from rlax_zoo.runner import (
+    ChunkRun,
+    drive_config_chunks,
+    finished_run_config,
+    prepare_run_dir,
+)
 from sequence.data import (
     BOS,
     EOS,
@@ -327,19 +332,10 @@ EVALUATION_FIELDS = ("beam_size", "length_penalty", "eval_batch_size")
 
 def _restore_finished(run_dir: str, caller: str, **changes):
     """(config with `changes`, data, trainer, state) of a finished run, for evaluation."""
-    training = sorted(set(changes) - set(EVALUATION_FIELDS))
-    if training:
-        raise ConfigError(
-            f"{training[0]}: changes the training, so a trained run cannot be evaluated with "
-            f"it; {caller} changes only {', '.join(EVALUATION_FIELDS)}"
-        )
-    if not os.path.exists(os.path.join(run_dir, "results.json")):
-        raise CheckpointError(
-            f"run_dir: {run_dir!r} holds no finished run (no results.json); finish it with "
-            f"run_transformer(resume={run_dir!r}) first"
-        )
-    config, _, data = prepare_run_dir(TransformerConfig, None, None, run_dir, "", _load_checked)
-    config = replace_given(config, **changes)
+    config = finished_run_config(
+        TransformerConfig, run_dir, changes, EVALUATION_FIELDS, caller, "run_transformer"
+    )
+    data = _load_checked(config)
     trainer = make_translation_trainer(config, data)
     state, _ = restore_run_state(run_dir, trainer.init(jax.random.PRNGKey(config.seed)))
     return config, data, trainer, state
@@ -412,16 +408,14 @@ def run_transformer(
             )
         return [row]
 
-    loop = drive_chunks(
+    loop = drive_config_chunks(
         run_dir,
+        config,
         trainer.init(jax.random.PRNGKey(config.seed)),
-        chunk_sizes(config.iterations, config.eval_every),
         lambda n: lambda s: trainer.train_chunk(s, n),
         after_chunk,
-        resume=resume is not None,
-        max_chunks=max_chunks,
-        checkpoint_every=config.checkpoint_every,
-        time_budget=config.time_budget_s,
+        resume is not None,
+        max_chunks,
     )
     results = {}
     if not loop.interrupted:

@@ -14,6 +14,8 @@ reports the median per setting and the median of the per-round ratios. Workloads
   shape) repeated 1000 times; loops per second.
 * nature-cnn-grad: the gradient of the Nature CNN on 32 Atari frames (convolutions); calls
   per second.
+* transformer-step: 10 Adam steps of `rlax-zoo train transformer`'s default model on its
+  first 10 Multi30k batches (attention and matrix products); steps per second.
 
     python benchmarks/bench_xla_threads.py [--repeats 5]
 """
@@ -29,7 +31,14 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKLOADS = ("dqn-matched", "dqn-default", "replay", "gather-loop", "nature-cnn-grad")
+WORKLOADS = (
+    "dqn-matched",
+    "dqn-default",
+    "replay",
+    "gather-loop",
+    "nature-cnn-grad",
+    "transformer-step",
+)
 
 
 def _best_rate(fn, units: float, calls: int = 3) -> float:
@@ -100,6 +109,16 @@ def measure(workload: str) -> float:
         params = net.init(jax.random.key(0), frames)
         grad = jax.jit(jax.grad(lambda p: jnp.mean(net.apply(p, frames) ** 2)))
         return _best_rate(lambda: grad(params), 1, calls=5)
+    if workload == "transformer-step":
+        from sequence.data import load_translation
+        from sequence.translate import TransformerConfig, make_translation_trainer
+
+        trainer = make_translation_trainer(TransformerConfig(), load_translation())
+        start = trainer.init(jax.random.PRNGKey(0))
+        # the same 10 batches each call, from a copy of the start (train_chunk donates it)
+        return _best_rate(
+            lambda: trainer.train_chunk(jax.tree.map(jnp.copy, start), 10)[1]["loss"], 10
+        )
     raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
 
 

@@ -31,6 +31,8 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
     machine_line,
     overrides_or_exit,
 )
+from rlax_zoo.config import ConfigError  # noqa: E402
+from sequence.data import TextDataError  # noqa: E402
 from sequence.translate import TransformerConfig, run_transformer  # noqa: E402
 
 
@@ -113,9 +115,12 @@ def main() -> None:
     else:
         config = TransformerConfig(**overrides)
         out["config"] = overrides
-        out["copy_source_bleu"] = copy_source_bleu(config)
-        print(f"floor, the source copied: BLEU {out['copy_source_bleu']}", flush=True)
-        run = run_transformer(config, run_dir=args.run_dir)
+        try:
+            out["copy_source_bleu"] = copy_source_bleu(config)
+            print(f"floor, the source copied: BLEU {out['copy_source_bleu']}", flush=True)
+            run = run_transformer(config, run_dir=args.run_dir)
+        except (ConfigError, TextDataError) as e:  # bad data or a config that cannot train
+            p.error(str(e))
         out.update(run_dir=run.run_dir, results=run.results, curve=run.metrics)
         print(run.summary())
     if args.out:

@@ -49,6 +49,9 @@ def test_benchmark_help_renders(script):
         ),
         ("impala_policy_lag.py", "architecture=threads", "['architecture'] already set"),
         ("impala_policy_lag.py", "learning_rate=-1", "learning_rate: must be in (0, inf)"),
+        ("transformer_multi30k.py", "dropout=1", "dropout: must be in [0, 1)"),
+        ("transformer_multi30k.py", "data_dir=no/such", "data_dir: 'no/such' is not a directory"),
+        ("transformer_multi30k.py", "dim=30", "num_heads: must divide dim (30), got 4"),
     ],
 )
 def test_a_bad_override_is_one_line_before_training(script, item, needle):

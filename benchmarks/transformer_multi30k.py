@@ -33,7 +33,7 @@ from benchmarks.dqn_cartpole import (  # noqa: E402
 )
 from rlax_zoo.config import ConfigError  # noqa: E402
 from sequence.data import TextDataError  # noqa: E402
-from sequence.translate import TransformerConfig, run_transformer  # noqa: E402
+from sequence.translate import TransformerConfig, check_config, run_transformer  # noqa: E402
 
 
 def copy_source_bleu(config: TransformerConfig) -> dict:
@@ -116,6 +116,7 @@ def main() -> None:
         config = TransformerConfig(**overrides)
         out["config"] = overrides
         try:
+            check_config(config)
             out["copy_source_bleu"] = copy_source_bleu(config)
             print(f"floor, the source copied: BLEU {out['copy_source_bleu']}", flush=True)
             run = run_transformer(config, run_dir=args.run_dir)

@@ -145,13 +145,14 @@ class TranslationTrainer(NamedTuple):
     translate: callable  # (params, src [N, S], beam_size) -> [N, max_len] token ids
 
 
-def check_config(config: TransformerConfig, data) -> None:
-    """ConfigError for a config that cannot train on `data` (the fields' own ranges aside)."""
+def check_config(config: TransformerConfig, data=None) -> None:
+    """ConfigError for a config that cannot build its model or, given `data`, cannot train
+    on it (the fields' own ranges are checked by `rlax_zoo.config.validate`)."""
     if config.dim % config.num_heads:
         raise ConfigError(f"num_heads: must divide dim ({config.dim}), got {config.num_heads}")
     if config.dim % 2:
         raise ConfigError(f"dim: must be even (sinusoidal positions), got {config.dim}")
-    if len(data.train_src) < config.batch_size:
+    if data is not None and len(data.train_src) < config.batch_size:
         raise ConfigError(
             f"batch_size: the training split has {len(data.train_src)} pairs that fit "
             f"max_len, fewer than batch_size ({config.batch_size})"
@@ -274,6 +275,7 @@ def bleu_of(
 
 def _load_checked(config: TransformerConfig):
     """The config's corpus, loaded and checked against the config before a run folder is made."""
+    check_config(config)  # before reading the corpus
     try:
         data = load_translation(
             config.data_dir,

@@ -2,6 +2,7 @@
 positional encoding, loss and learning rate against closed forms, cached greedy decoding
 against full recomputation, a reversal task learned in seconds, and the run folder."""
 
+import gzip
 import itertools
 import json
 import math
@@ -331,9 +332,21 @@ def test_config_errors_name_the_field():
         make_translation_trainer(TransformerConfig(batch_size=101), data)
 
 
+def _write_corpus(folder, seed=0):
+    """A small line-aligned corpus in the Multi30k layout: each "German" sentence spells the
+    "English" one word by word in another alphabet (w3 -> v3), so the pairs translate."""
+    rng = np.random.default_rng(seed)
+    for stem, n in (("train", 300), ("val", 40), ("test_2016_flickr", 30)):
+        lines = [rng.integers(0, 12, rng.integers(3, 9)) for _ in range(n)]
+        for lang, letter in (("en", "w"), ("de", "v")):
+            with gzip.open(os.path.join(folder, f"{stem}.{lang}.gz"), "wt") as f:
+                f.write("".join(" ".join(f"{letter}{i}" for i in line) + " .\n" for line in lines))
+    return str(folder)
+
+
 def test_run_folder_resumes_to_the_uninterrupted_run_and_reports_bleu(tmp_path, capsys):
     config = TransformerConfig(
-        max_train_pairs=300,
+        data_dir=_write_corpus(tmp_path),
         dim=16,
         num_heads=2,
         hidden=32,
@@ -367,7 +380,7 @@ def test_run_folder_resumes_to_the_uninterrupted_run_and_reports_bleu(tmp_path, 
     from rlax_zoo import cli
     from sequence.data import load_parallel
 
-    first_test = load_parallel("test")[0][0]
+    first_test = load_parallel("test", config.data_dir)[0][0]
     assert cli.main(["translate", "--run", str(tmp_path / "whole"), first_test]) == 0
     with open(tmp_path / "whole" / "translations.txt") as f:
         beam_out = f.read().split("\n")[2].removeprefix("out: ")

@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help="Threads of XLA's CPU intra-op pool: an integer, or auto (the default): 1 for "
             "vector observations and PR-SSM (small kernels run faster on one thread), every "
-            "CPU for Atari frames, images and the threaded methods (a3c, async-*, impala), "
-            "whose threads would otherwise share one XLA thread. See rlax_zoo/xla_cpu.py.",
+            "CPU for Atari frames, images, the Transformer and the threaded methods (a3c, "
+            "async-*, impala), whose threads would otherwise share one XLA thread. See "
+            "rlax_zoo/xla_cpu.py.",
         )
     translate = sub.add_parser(
         "translate", help="Translate sentences with a trained transformer run (one per line)."

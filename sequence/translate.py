@@ -44,6 +44,7 @@ from rlax_zoo.runner import (
 )
 from sequence.data import (
     BOS,
+    DEFAULT_DIR,
     EOS,
     TextDataError,
     corpus_bleu,
@@ -66,7 +67,7 @@ LENGTH_QUANTUM = 8  # batches are padded to a multiple of this
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     data_dir: str = option(
-        "../shared/data/multi30k",
+        DEFAULT_DIR,
         "Folder with {train,val,test_2016_flickr}.{src,tgt}.gz line-aligned text.",
     )
     src: str = option("en", "Source language suffix.")

@@ -185,6 +185,17 @@ class Transformer(nn.Module):
         return self.tgt_embed.attend(y)[:, 0], new_cache
 
 
+def _start_decoding(model: Transformer, params, src_BS: jax.Array, max_len: int):
+    """(every decoder layer's keys and values of the encoded source, zero self-attention
+    caches for max_len positions): what a cached decoder starts from."""
+    if max_len < 2 or max_len > model.max_len:
+        raise ValueError(f"max_len: must be in [2, model.max_len={model.max_len}], got {max_len}")
+    memory = model.apply(params, src_BS, method=Transformer.encode)
+    memory_kvs = model.apply(params, memory, method=Transformer.cross_kvs)
+    cache = model.apply(params, src_BS.shape[0], max_len, method=Transformer.init_cache)
+    return memory_kvs, cache
+
+
 def greedy_decode(
     model: Transformer, params, src_BS: jax.Array, max_len: int, bos_id: int, eos_id: int
 ) -> jax.Array:
@@ -194,12 +205,8 @@ def greedy_decode(
     src: [B, S] ids. Returns [B, max_len] int32: BOS, the chosen tokens, EOS, then padding
     (every position after a sequence's EOS is PAD_ID).
     """
-    if max_len < 2 or max_len > model.max_len:
-        raise ValueError(f"max_len: must be in [2, model.max_len={model.max_len}], got {max_len}")
     batch = src_BS.shape[0]
-    memory = model.apply(params, src_BS, method=Transformer.encode)
-    memory_kvs = model.apply(params, memory, method=Transformer.cross_kvs)
-    cache = model.apply(params, batch, max_len, method=Transformer.init_cache)
+    memory_kvs, cache = _start_decoding(model, params, src_BS, max_len)
 
     def step(carry, i):
         token, cache, done = carry
@@ -281,15 +288,11 @@ def beam_search(
     finished hypothesis, or the best unfinished one where none finished; its score [B]).
     With beam size 1 and alpha = 0 it returns `greedy_decode`'s sequence where that one ends.
     """
-    if max_len < 2 or max_len > model.max_len:
-        raise ValueError(f"max_len: must be in [2, model.max_len={model.max_len}], got {max_len}")
     if beam_size < 1:
         raise ValueError(f"beam_size: must be >= 1, got {beam_size}")
     B, K = src_BS.shape[0], beam_size
     src = jnp.repeat(src_BS, K, axis=0)  # [B*K, S], beam k of example b at row b*K + k
-    memory = model.apply(params, src, method=Transformer.encode)
-    memory_kvs = model.apply(params, memory, method=Transformer.cross_kvs)
-    cache = model.apply(params, B * K, max_len, method=Transformer.init_cache)
+    memory_kvs, cache = _start_decoding(model, params, src, max_len)
     neg = -jnp.inf  # the score of an empty slot
     seqs = jnp.zeros((B, K, max_len), jnp.int32).at[:, :, 0].set(bos_id)
     logp = jnp.full((B, K), neg).at[:, 0].set(0.0)  # one live beam at the start

@@ -219,3 +219,36 @@ class ActorCriticNetwork(nn.Module):
         )(policy_features)
         value = nn.Dense(1, name="value")(value_features)[..., 0]
         return logits, value
+
+
+class PolicyValueNetwork(nn.Module):
+    """AlphaGo Zero's two-headed network at board-game scale: board planes [B, H, W, C] ->
+    (policy logits [B, A], value [B] in (-1, 1)).
+
+    Silver et al. 2017, Methods, "Neural network architecture": a convolutional block, residual
+    blocks (conv 3x3, batch norm, ReLU, conv 3x3, batch norm, skip, ReLU), a policy head
+    (conv 1x1 with 2 filters, ReLU, dense A) and a value head (conv 1x1 with 1 filter, ReLU,
+    dense, ReLU, dense 1, tanh). Layer norm over the channels stands in for batch norm in the
+    tower (the params stay one pytree with no batch statistics); the heads' 1x1 convolutions
+    have no norm (a layer norm over 1 or 2 channels would erase them).
+    """
+
+    num_actions: int
+    channels: int = 64
+    num_blocks: int = 2
+    value_hidden: int = 64
+
+    @nn.compact
+    def __call__(self, planes):
+        conv = lambda c, k=3: nn.Conv(c, (k, k), padding="SAME")  # noqa: E731
+        x = nn.relu(nn.LayerNorm()(conv(self.channels)(planes.astype(jnp.float32))))
+        for _ in range(self.num_blocks):
+            y = nn.relu(nn.LayerNorm()(conv(self.channels)(x)))
+            x = nn.relu(x + nn.LayerNorm()(conv(self.channels)(y)))
+        flat = lambda h: h.reshape((h.shape[0], -1))  # noqa: E731
+        p = nn.relu(conv(2, 1)(x))
+        logits = nn.Dense(self.num_actions, name="policy")(flat(p))
+        v = nn.relu(conv(1, 1)(x))
+        v = nn.relu(nn.Dense(self.value_hidden)(flat(v)))
+        value = jnp.tanh(nn.Dense(1, name="value")(v)[..., 0])
+        return logits, value

@@ -16,6 +16,9 @@ reports the median per setting and the median of the per-round ratios. Workloads
   per second.
 * transformer-step: 10 Adam steps of `rlax-zoo train transformer`'s default model on its
   first 10 Multi30k batches (attention and matrix products); steps per second.
+* alphazero-iteration: 2 iterations of `rlax-zoo train alphazero`'s defaults on tic-tac-toe
+  (64 games of MCTS self-play with 32 simulations a move, then 8 Adam steps); iterations per
+  second.
 
     python benchmarks/bench_xla_threads.py [--repeats 5]
 """
@@ -38,6 +41,7 @@ WORKLOADS = (
     "gather-loop",
     "nature-cnn-grad",
     "transformer-step",
+    "alphazero-iteration",
 )
 
 
@@ -118,6 +122,14 @@ def measure(workload: str) -> float:
         # the same 10 batches each call, from a copy of the start (train_chunk donates it)
         return _best_rate(
             lambda: trainer.train_chunk(jax.tree.map(jnp.copy, start), 10)[1]["loss"], 10
+        )
+    if workload == "alphazero-iteration":
+        from rlax_zoo.agents.alphazero import AlphaZeroConfig, make_alphazero
+
+        trainer = make_alphazero(AlphaZeroConfig())
+        start = trainer.init(jax.random.PRNGKey(0))
+        return _best_rate(
+            lambda: trainer.train_chunk(jax.tree.map(jnp.copy, start), 2)[1]["loss"], 2
         )
     raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
 

@@ -79,6 +79,13 @@ METHODS = {
         aliases={},
         driver="sequence.translate:run_transformer",
     ),
+    "alphazero": Method(
+        config_cls=_config("rlax_zoo.agents.alphazero:AlphaZeroConfig"),
+        build="",
+        help="AlphaZero (Silver et al. 2017, 2018): MCTS self-play on tic-tac-toe or Connect Four.",
+        aliases={},
+        driver="rlax_zoo.agents.alphazero:run_alphazero",
+    ),
     "ddpm": Method(
         config_cls=_config("diffusion.train:DDPMConfig"),
         build="",

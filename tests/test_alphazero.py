@@ -253,3 +253,18 @@ def test_connect_four_plays():
     assert np.all(np.asarray(rec.valid.sum(0)) >= 7)  # nobody connects four in < 7 moves
     out = trainer.evaluate(state.params, jax.random.PRNGKey(2))
     assert set(out) == {"random_win", "random_draw", "random_loss"}
+
+
+def test_command_line(tmp_path, capsys):
+    from rlax_zoo import cli
+
+    run_dir = str(tmp_path / "cli")
+    argv = ["train", "alphazero", "--run-dir", run_dir, "--no-progress", "--iterations", "2"]
+    argv += ["--eval-every", "1", "--num-actors", "4", "--num-simulations", "2"]
+    argv += ["--replay-capacity", "64", "--eval-games", "4", "--channels", "8"]
+    assert cli.main(argv) == 0
+    assert "against perfect play" in capsys.readouterr().out
+    with open(os.path.join(run_dir, "config.json")) as f:
+        assert json.load(f)["num_actors"] == 4
+    with open(os.path.join(run_dir, "results.json")) as f:
+        assert json.load(f)["games"] == 8

@@ -83,6 +83,8 @@ def test_from_args_validates_what_it_builds():
         ("transformer", ["--dropout", "1"], "dropout: must be in [0, 1)"),
         ("transformer", ["--data-dir", "no/such/dir"], "data_dir"),
         ("transformer", ["--dim", "30"], "num_heads: must divide dim (30), got 4"),
+        ("alphazero", ["--eval-games", "3"], "eval_games: must be even"),
+        ("alphazero", ["--replay-capacity", "100"], "replay_capacity: must hold one"),
     ],
 )
 def test_bad_input_exits_2_before_compiling(capsys, tmp_path, method, argv, needle):

@@ -40,7 +40,13 @@ from diffusion.train import (
 from rlax_zoo import config as config_lib
 from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
-from rlax_zoo.runner import ChunkRun, chunk_sizes, drive_config_chunks, prepare_run_dir
+from rlax_zoo.runner import (
+    ChunkRun,
+    chunk_sizes,
+    drive_config_chunks,
+    prepare_run_dir,
+    write_results,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,17 +226,15 @@ def run_autoencoder(
         z_train = _in_batches(encode, x_train)
         recon = _in_batches(lambda x: decode(encode(x)), x_test)
         mse = float(np.mean((recon - x_test) ** 2))
-        results = dict(
-            iterations=int(loop.state.step),
-            train_seconds=loop.train_seconds,
+        results = write_results(
+            run_dir,
+            loop,
+            int(loop.state.step),
             test_mse=mse,
             test_psnr=float(10 * np.log10(4.0 / mse)),
             latent_scale=float(np.std(z_train)),
             image_shape=list(x_train.shape[1:]),
-            out_of_time=loop.out_of_time,
         )
-        with open(os.path.join(run_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
     return AutoencoderRun(run_dir, results, loop.rows, loop.interrupted, loop.state)
 
 

@@ -19,7 +19,6 @@ writes samples.png (a grid of `sample_count` samples from the EMA parameters).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -45,7 +44,7 @@ from diffusion.ddpm import (
 from diffusion.unet import UNet
 from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
-from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir
+from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir, write_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,12 +345,7 @@ def run_ddpm(
     )
     results = {}
     if not loop.interrupted:
-        results = dict(
-            iterations=int(loop.state.step),
-            train_seconds=loop.train_seconds,
-            final_loss=float(loop.rows[-1]["loss"]) if loop.rows else float("nan"),
-            out_of_time=loop.out_of_time,
-        )
+        more = dict(final_loss=float(loop.rows[-1]["loss"]) if loop.rows else float("nan"))
         if config.sample_count:
             path = os.path.join(run_dir, "samples.png")
             samples = sample_images(
@@ -363,9 +357,8 @@ def run_ddpm(
                 seed=config.seed,
             )
             save_grid(samples, path)
-            results["samples_png"] = path
-        with open(os.path.join(run_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+            more["samples_png"] = path
+        results = write_results(run_dir, loop, int(loop.state.step), **more)
     return DDPMRun(run_dir, results, loop.rows, loop.interrupted, loop.state)
 
 

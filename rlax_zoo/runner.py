@@ -441,6 +441,18 @@ def drive_config_chunks(
     )
 
 
+def write_results(run_dir: str, loop: ChunkLoop, iterations: int, **more) -> dict:
+    """results.json of a finished chunked run (`drive_chunks`' loop): the steps reached, the
+    training seconds and whether the time budget ended it, then `more`. Returns the dict."""
+    results = dict(
+        iterations=iterations, train_seconds=loop.train_seconds, out_of_time=loop.out_of_time
+    )
+    results.update(more)
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
 def finished_run_config(
     config_cls, run_dir: str, changes: dict, evaluation_fields: tuple, caller: str, rerun: str
 ):

@@ -279,10 +279,16 @@ def beam_search(
     eos_id: int,
     beam_size: int = 4,
     alpha: float = 0.6,
+    early_stop: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Beam search of Vaswani et al. 2017, Sec. 6.1 (beam size 4, length penalty alpha = 0.6),
     with a key/value cache; hypotheses that end (EOS) leave the beam for a pool of the best
     `beam_size` finished ones, scored log P / lp (`length_penalty`), as in tensor2tensor.
+
+    With `early_stop` the search ends once, for every example, the pool is full and its worst
+    score beats the best any live beam could still reach (its log P, which can only fall,
+    over the largest penalty, lp(max_len - 1): tensor2tensor's bound). Nothing a longer search
+    could find would enter the pool then, so the result is the full search's, sooner.
 
     src: [B, S] ids. Returns (ids [B, max_len] int32: BOS, tokens, EOS, padding, the best
     finished hypothesis, or the best unfinished one where none finished; its score [B]).
@@ -324,8 +330,22 @@ def beam_search(
         done_seqs = jnp.take_along_axis(pool_seqs, best[..., None], axis=1)
         return (seqs, live_score, cache, done_seqs, done_scores), None
 
+    def settled(logp, done_scores):
+        bound = logp[:, 0] / length_penalty(max_len - 1, alpha)
+        return jnp.all(done_scores[:, K - 1] > bound)  # -inf (an empty slot) never settles
+
+    def go_on(loop):
+        i, (_, logp, _, _, done_scores) = loop
+        return (i < max_len - 1) & ~(early_stop & settled(logp, done_scores))
+
+    def body(loop):
+        i, carry = loop
+        return i + 1, step(carry, i)[0]
+
     carry = (seqs, logp, cache, done_seqs, done_scores)
-    (seqs, logp, _, done_seqs, done_scores), _ = jax.lax.scan(step, carry, jnp.arange(max_len - 1))
+    _, (seqs, logp, _, done_seqs, done_scores) = jax.lax.while_loop(
+        go_on, body, (jnp.int32(0), carry)
+    )
     none_done = jnp.isneginf(done_scores[:, 0])
     best_seq = jnp.where(none_done[:, None], seqs[:, 0], done_seqs[:, 0])
     best_score = jnp.where(

@@ -41,6 +41,7 @@ from rlax_zoo.runner import (
     drive_config_chunks,
     finished_run_config,
     prepare_run_dir,
+    write_results,
 )
 from sequence.data import (
     BOS,
@@ -422,12 +423,6 @@ def run_transformer(
     )
     results = {}
     if not loop.interrupted:
-        results = dict(
-            iterations=int(loop.state.step),
-            train_seconds=loop.train_seconds,
-            out_of_time=loop.out_of_time,
-        )
-        results.update(_final_results(config, data, trainer, loop.state.params, run_dir))
-        with open(os.path.join(run_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        final = _final_results(config, data, trainer, loop.state.params, run_dir)
+        results = write_results(run_dir, loop, int(loop.state.step), **final)
     return TranslationRun(run_dir, results, loop.rows, loop.interrupted, loop.state)

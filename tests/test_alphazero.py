@@ -244,15 +244,26 @@ def test_bad_configs():
 
 def test_connect_four_plays():
     """Connect Four (no solver): self-play runs, and evaluation reports the random opponent
-    only."""
-    cfg = small_config(game="connect_four", num_actors=4, num_simulations=4, replay_capacity=168)
+    and, asked for, pure MCTS; an untrained network loses more to pure MCTS than to random
+    play."""
+    cfg = small_config(
+        game="connect_four",
+        num_actors=4,
+        num_simulations=4,
+        replay_capacity=168,
+        opponent_simulations=32,
+        eval_games=40,
+    )
     trainer = az.make_alphazero(cfg)
     state = trainer.init(jax.random.PRNGKey(0))
     rec = trainer.self_play(state.params, jax.random.PRNGKey(1))
     assert rec.obs.shape == (42, 4, 6, 7, 2) and rec.policy.shape == (42, 4, 7)
     assert np.all(np.asarray(rec.valid.sum(0)) >= 7)  # nobody connects four in < 7 moves
     out = trainer.evaluate(state.params, jax.random.PRNGKey(2))
-    assert set(out) == {"random_win", "random_draw", "random_loss"}
+    assert set(out) == {f"{o}_{r}" for o in ("random", "mcts") for r in ("win", "draw", "loss")}
+    for o in ("random", "mcts"):
+        assert sum(out[f"{o}_{r}"] for r in ("win", "draw", "loss")) == pytest.approx(1.0)
+    assert out["mcts_loss"] > out["random_loss"] + 0.3
 
 
 def test_command_line(tmp_path, capsys):

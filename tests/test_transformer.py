@@ -238,6 +238,23 @@ def test_beam_search_of_size_one_without_length_penalty_is_greedy_where_greedy_e
         assert np.all((beam[~ends] == eos).any(1))
 
 
+def test_beam_search_stopping_early_returns_the_full_search():
+    # sharp random models with a frequent EOS, so that pools fill and the bound is met long
+    # before max_len: the early stop must change nothing, ids and scores to the last bit
+    model = _tiny_model(max_len=24)
+    rng = np.random.default_rng(9)
+    for trial in range(4):
+        src = jnp.asarray(rng.integers(1, 11, (6, 5)))
+        params = model.init(jax.random.key(trial), src, jnp.ones((6, 4), jnp.int32))
+        params = jax.tree.map(lambda x: 2.0 * x, params)
+        eos = int(np.asarray(greedy_decode(model, params, src, 12, BOS, EOS))[0, 1])
+        for beam, alpha in ((2, 0.6), (4, 0.0), (3, 1.0)):
+            fast = beam_search(model, params, src, 24, BOS, eos, beam, alpha)
+            full = beam_search(model, params, src, 24, BOS, eos, beam, alpha, early_stop=False)
+            np.testing.assert_array_equal(fast[0], full[0])
+            np.testing.assert_array_equal(fast[1], full[1])
+
+
 def test_a_beam_wide_enough_to_be_exhaustive_finds_the_best_hypothesis():
     # vocabulary 5, at most 3 tokens: 1 + 4 + 16 = 21 hypotheses that end in EOS. A beam of
     # 40 keeps every live prefix (<= 16) and every candidate (<= 16 x 5 <= 2 x 40), so it must

@@ -25,9 +25,12 @@ Evaluation (after each chunk, and at the end): games against a uniformly random 
 for games small enough to solve (tic-tac-toe), against a perfect player (NumPy negamax,
 `rlax_zoo.envs.board_games.solve`) that picks uniformly among its optimal moves; the agent
 takes each seat in half the games and plays the network's most probable legal move
-(`eval_simulations` = 0) or the most visited move of a search without noise. For a solved
-game the metrics also give `optimal_move_rate`: the fraction of the reachable positions where
-the network's most probable legal move is optimal (4520 positions in tic-tac-toe).
+(`eval_simulations` = 0) or the most visited move of a search without noise. With
+`opponent_simulations` > 0 a third opponent is pure MCTS: the same search with a flat prior
+and zero leaf values, so only won and lost games inform it (it takes a win and blocks a loss
+within its horizon), with root noise so that its games against the deterministic agent vary.
+For a solved game the metrics also give `optimal_move_rate`: the fraction of the reachable
+positions where the network's most probable legal move is optimal (4520 in tic-tac-toe).
 
 `rlax-zoo train alphazero --game tic_tac_toe` writes a run folder (config.json, metrics.csv,
 results.json, checkpoints/) through `rlax_zoo.runner.drive_config_chunks`: resume, Ctrl-C
@@ -37,7 +40,6 @@ results.json, checkpoints/) through `rlax_zoo.runner.drive_config_chunks`: resum
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from functools import partial
@@ -59,7 +61,7 @@ from rlax_zoo.envs.board_games import (
     solve,
 )
 from rlax_zoo.networks import PolicyValueNetwork
-from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir
+from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir, write_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,12 @@ class AlphaZeroConfig:
     )
     eval_simulations: int = option(
         0, "MCTS simulations per evaluation move (0: the network's most probable move).", low=0
+    )
+    opponent_simulations: int = option(
+        0,
+        "Also evaluate against pure MCTS with this many simulations a move (a flat prior and "
+        "zero leaf values: only won and lost games count; 0: no such opponent).",
+        low=0,
     )
     time_budget_s: float = time_budget_option()
 
@@ -364,11 +372,29 @@ def reachable_positions(game: BoardGame, solved) -> tuple[np.ndarray, np.ndarray
 
 
 def make_evaluation(config, game: BoardGame, network, search, solved):
-    """evaluate(params, key) -> {against_random_win, _draw, _loss, (and against_perfect_*,
-    optimal_move_rate for a solved game)}: the module doc's evaluation, jitted."""
+    """evaluate(params, key) -> {random_win, random_draw, random_loss, and perfect_* and
+    optimal_move_rate for a solved game, mcts_* with opponent_simulations > 0}: the module
+    doc's evaluation, jitted."""
     g = config.eval_games
     seats = jnp.arange(g) % 2  # the agent's seat in each game
     optimal_table = None if solved is None else jnp.asarray(solved.optimal)
+    flat_root, flat_recurrent = game_model(
+        game, lambda p, obs: (jnp.zeros((obs.shape[0], game.num_actions)), jnp.zeros(obs.shape[0]))
+    )
+
+    def pure_mcts_action(key, states):
+        return mcts.search(
+            None,
+            key,
+            flat_root(None, states),
+            flat_recurrent,
+            config.opponent_simulations,
+            ~states.legal_action_mask,
+            pb_c_init=config.pb_c_init,
+            pb_c_base=config.pb_c_base,
+            dirichlet_fraction=0.25,  # varied games against a deterministic agent
+            dirichlet_alpha=config.dirichlet_alpha,
+        ).action
 
     def agent_action(params, key, states):
         if config.eval_simulations > 0:
@@ -385,11 +411,12 @@ def make_evaluation(config, game: BoardGame, network, search, solved):
         def move(states, k):
             agent_key, opp_key = jax.random.split(k)
             mine = agent_action(params, agent_key, states)
-            if opponent == "perfect":
-                allowed = optimal_table[board_index_jax(states.board)]
+            if opponent == "mcts":
+                theirs = pure_mcts_action(opp_key, states)
+            elif opponent == "perfect":
+                theirs = uniform_among(opp_key, optimal_table[board_index_jax(states.board)])
             else:
-                allowed = states.legal_action_mask
-            theirs = uniform_among(opp_key, allowed)
+                theirs = uniform_among(opp_key, states.legal_action_mask)
             action = jnp.where(states.current_player == seats, mine, theirs)
             return jax.vmap(game.step)(states, action.astype(jnp.int32)), None
 
@@ -398,6 +425,7 @@ def make_evaluation(config, game: BoardGame, network, search, solved):
         return jnp.mean(z > 0), jnp.mean(z == 0), jnp.mean(z < 0)
 
     opponents = ("random",) + (("perfect",) if solved is not None else ())
+    opponents += ("mcts",) if config.opponent_simulations > 0 else ()
     games = {o: jax.jit(partial(play, opponent=o)) for o in opponents}
     if solved is not None:
         obs, legal, optimal = (jnp.asarray(x) for x in reachable_positions(game, solved))
@@ -483,13 +511,8 @@ def run_alphazero(
     )
     results = {}
     if not loop.interrupted:
-        results = dict(
-            iterations=int(loop.state.iteration),
-            games=int(loop.state.games),
-            train_seconds=loop.train_seconds,
-            out_of_time=loop.out_of_time,
+        final = trainer.evaluate(loop.state.params, jax.random.fold_in(eval_key, 1_000_000))
+        results = write_results(
+            run_dir, loop, int(loop.state.iteration), games=int(loop.state.games), **final
         )
-        results.update(trainer.evaluate(loop.state.params, jax.random.fold_in(eval_key, 1_000_000)))
-        with open(os.path.join(run_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
     return AlphaZeroRun(run_dir, results, loop.rows, loop.interrupted, loop.state)

@@ -11,7 +11,10 @@ reads its results. A time-boxed run: `--set time_budget_s=1800 iterations=20000`
 With --attention it instead times the attention primitive against JAX's own
 `jax.nn.dot_product_attention` (the XLA implementation) in the same process: forward and
 backward at the shapes of a training batch here and at a long sequence, median of 7
-interleaved repeats.
+interleaved repeats. With --decode RUN_DIR (a finished run) it times beam search over the
+test split with and without its early stop (`beam_search(early_stop=...)`), interleaved,
+median of --repeats, and checks that both return the same translations (--set may change
+the run's evaluation fields, e.g. length_penalty=0).
 """
 
 from __future__ import annotations
@@ -97,12 +100,77 @@ def time_attention(repeats: int = 7) -> list[dict]:
     return rows
 
 
+def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
+    """Seconds to beam-search the test split with and without the early stop (see doc);
+    `changes`: evaluation fields of the run's config (beam_size, length_penalty, ...)."""
+    import jax
+    import jax.numpy as jnp
+
+    from sequence.data import BOS, EOS
+    from sequence.transformer import beam_search
+    from sequence.translate import restore_finished
+
+    config, data, trainer, state = restore_finished(
+        run_dir, "transformer_multi30k --decode", **changes
+    )
+    params = {"params": state.params}
+    b = config.eval_batch_size
+    fns = {
+        flag: jax.jit(
+            lambda p, src, flag=flag: beam_search(
+                trainer.model, p, src, config.max_len, BOS, EOS, config.beam_size,
+                config.length_penalty, early_stop=flag,
+            )[0]
+        )
+        for flag in (True, False)
+    }  # fmt: skip
+    src = data.test_src
+    rows = -(-len(src) // b) * b
+    padded = np.zeros((rows, src.shape[1]), src.dtype)
+    padded[: len(src)] = src
+    padded[len(src) :, 0] = EOS
+    batches = [jnp.asarray(padded[i : i + b]) for i in range(0, rows, b)]
+
+    def decode(flag):
+        return np.concatenate([np.asarray(fns[flag](params, x)) for x in batches])[: len(src)]
+
+    outputs = {flag: decode(flag) for flag in fns}  # compiles
+    same = bool(np.array_equal(outputs[True], outputs[False]))
+    times = {flag: [] for flag in fns}
+    for r in range(repeats):
+        for flag in (True, False) if r % 2 == 0 else (False, True):
+            t0 = time.perf_counter()
+            decode(flag)
+            times[flag].append(time.perf_counter() - t0)
+    med = {flag: float(np.median(t)) for flag, t in times.items()}
+    out = dict(
+        run_dir=run_dir,
+        sentences=len(src),
+        beam_size=config.beam_size,
+        length_penalty=config.length_penalty,
+        early_stop_seconds=med[True],
+        full_seconds=med[False],
+        speedup=med[False] / med[True],
+        same_translations=same,
+    )
+    print(
+        f"beam {config.beam_size}, alpha {config.length_penalty}, {len(src)} test sentences: "
+        f"early stop "
+        f"{med[True]:.1f} s, full search {med[False]:.1f} s ({out['speedup']:.2f}x); "
+        f"the same translations: {same}",
+        flush=True,
+    )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--out", default=None, help="Write the results as JSON here.")
     p.add_argument("--attention", action="store_true", help="Time attention only (see doc).")
+    p.add_argument("--decode", default=None, metavar="RUN_DIR", help="Time beam search only.")
+    p.add_argument("--repeats", type=int, default=3, help="Timed repeats for --decode.")
     add_xla_cpu_threads_flag(p, default="all")  # as `rlax-zoo train transformer` picks
     args = p.parse_args()
     overrides = overrides_or_exit(p, TransformerConfig, args.set)
@@ -112,6 +180,8 @@ def main() -> None:
     out = dict(command="python " + " ".join(sys.argv), machine=machine_line())
     if args.attention:
         out["attention"] = time_attention()
+    elif args.decode:
+        out["decode"] = time_decoding(args.decode, args.repeats, overrides)
     else:
         config = TransformerConfig(**overrides)
         out["config"] = overrides

@@ -334,8 +334,9 @@ def _final_results(config, data, trainer, params, run_dir=None) -> dict:
 EVALUATION_FIELDS = ("beam_size", "length_penalty", "eval_batch_size")
 
 
-def _restore_finished(run_dir: str, caller: str, **changes):
-    """(config with `changes`, data, trainer, state) of a finished run, for evaluation."""
+def restore_finished(run_dir: str, caller: str, **changes):
+    """(config with `changes`, data, trainer, state) of a finished run, for evaluation;
+    `changes` may touch only EVALUATION_FIELDS (`caller` names who asked, in errors)."""
     config = finished_run_config(
         TransformerConfig, run_dir, changes, EVALUATION_FIELDS, caller, "run_transformer"
     )
@@ -350,7 +351,7 @@ def evaluate_transformer(run_dir: str, **changes) -> TranslationRun:
     `run_transformer` reports it) with evaluation-only fields changed (EVALUATION_FIELDS,
     e.g. beam_size=8); the results of a fresh run of the changed config, without training.
     Nothing in run_dir is written. Returns a TranslationRun whose metrics are empty."""
-    config, data, trainer, state = _restore_finished(run_dir, "evaluate_transformer", **changes)
+    config, data, trainer, state = restore_finished(run_dir, "evaluate_transformer", **changes)
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
     results.update(_final_results(config, data, trainer, state.params))
@@ -363,7 +364,7 @@ def translate_sentences(run_dir: str, sentences: list[str], beam_size: int | Non
     if not sentences:
         raise ConfigError("sentences: give at least one sentence to translate")
     batch = min(len(sentences), 64)  # no decoding of padding rows for a few sentences
-    config, data, trainer, state = _restore_finished(
+    config, data, trainer, state = restore_finished(
         run_dir, "translate_sentences", beam_size=beam_size, eval_batch_size=batch
     )
     tokens = [tokenize(s) for s in sentences]

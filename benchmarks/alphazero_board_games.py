@@ -3,6 +3,7 @@
     python benchmarks/alphazero_board_games.py [--seeds 0,1,2] [--set field=value ...]
         [--out JSON]
     python benchmarks/alphazero_board_games.py --search [--repeats 7] [--out JSON]
+    python benchmarks/alphazero_board_games.py --evaluate RUN_DIR [--set eval_simulations=64 ...]
 
 Learning: trains `rlax-zoo train alphazero`'s config (plus --set overrides; tic-tac-toe by
 default) once per seed, in one process after another, and reports each run's final
@@ -11,6 +12,9 @@ against a uniformly random player, 200 games each with the agent in each seat ha
 the agent playing the network's most probable legal move (no search); and the fraction of the
 4520 reachable tic-tac-toe positions where that move is optimal. Connect Four
 (`--set game=connect_four`) has no solver here: the random player only.
+
+--evaluate: a finished run's network evaluated again with its evaluation fields changed
+(`evaluate_alphazero`: eval_games, eval_simulations, opponent_simulations), e.g. with search.
 
 --search: one batched search (`rlax_zoo.mcts.search`) against mctx's `muzero_policy` (if
 mctx is installed: `pip install mctx`, not a dependency) on the same model (the game's rules,
@@ -31,7 +35,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import machine_line, overrides_or_exit  # noqa: E402
-from rlax_zoo.agents.alphazero import AlphaZeroConfig, run_alphazero  # noqa: E402
+from rlax_zoo.agents.alphazero import (  # noqa: E402
+    EVALUATION_FIELDS,
+    AlphaZeroConfig,
+    evaluate_alphazero,
+    run_alphazero,
+)
 
 SHAPES = ((64, 32), (256, 32), (64, 128))  # (batch, simulations)
 
@@ -121,13 +130,24 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     p.add_argument("--run-dir", default=None, help="Folder for the runs (default: a temp dir).")
     p.add_argument("--search", action="store_true", help="Time the search against mctx.")
+    p.add_argument("--evaluate", default=None, metavar="RUN_DIR", help="Evaluate a run again.")
     p.add_argument("--games", default="tic_tac_toe,connect_four", help="Games for --search.")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", default=None, help="Write the results as JSON here.")
     args = p.parse_args()
     print("command: python " + " ".join(sys.argv))
     print("machine: " + machine_line())
-    if args.search:
+    if args.evaluate:
+        changes = overrides_or_exit(p, AlphaZeroConfig, args.set)
+        bad = sorted(set(changes) - set(EVALUATION_FIELDS))
+        if bad:
+            p.error(f"--set {bad[0]}: --evaluate changes only {', '.join(EVALUATION_FIELDS)}")
+        t0 = time.perf_counter()
+        result = evaluate_alphazero(args.evaluate, **changes)
+        out = dict(run_dir=args.evaluate, changes=changes, evaluation=result)
+        print(f"{changes}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+        print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    elif args.search:
         out = dict(search=[r for g in args.games.split(",") for r in time_search(g, args.repeats)])
     else:
         import tempfile

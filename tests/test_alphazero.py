@@ -229,6 +229,13 @@ def test_run_folder_and_exact_resume(tmp_path):
     assert results["perfect_win"] == 0.0  # nobody beats perfect play
     assert len(whole.metrics) == 2 and os.path.exists(tmp_path / "whole" / "metrics.csv")
     assert "against perfect play" in whole.summary()
+    # a finished run evaluated again: its own key gives results.json's numbers exactly
+    again = az.evaluate_alphazero(str(tmp_path / "whole"))
+    assert again == {k: results[k] for k in again}
+    searched = az.evaluate_alphazero(str(tmp_path / "whole"), seed=5, eval_simulations=8)
+    assert set(searched) == set(again)
+    with pytest.raises(ConfigError, match="learning_rate: changes the training"):
+        az.evaluate_alphazero(str(tmp_path / "whole"), learning_rate=0.1)
 
 
 def test_bad_configs():

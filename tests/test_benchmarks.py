@@ -52,6 +52,9 @@ def test_benchmark_help_renders(script):
         ("transformer_multi30k.py", "dropout=1", "dropout: must be in [0, 1)"),
         ("transformer_multi30k.py", "data_dir=no/such", "data_dir: 'no/such' is not a directory"),
         ("transformer_multi30k.py", "dim=30", "num_heads: must divide dim (30), got 4"),
+        ("alphazero_board_games.py", "num_simulations=0", "num_simulations: must be in [1, inf)"),
+        ("alphazero_board_games.py", "seed=3", "['seed'] already set"),
+        ("alphazero_board_games.py --evaluate RUN --set", "learning_rate=0.1", "--evaluate"),
     ],
 )
 def test_a_bad_override_is_one_line_before_training(script, item, needle):

@@ -51,6 +51,7 @@ import numpy as np
 import optax
 
 from rlax_zoo import mcts
+from rlax_zoo.checkpointing import restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.envs.board_games import (
     GAMES,
@@ -61,7 +62,13 @@ from rlax_zoo.envs.board_games import (
     solve,
 )
 from rlax_zoo.networks import PolicyValueNetwork
-from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir, write_results
+from rlax_zoo.runner import (
+    ChunkRun,
+    drive_config_chunks,
+    finished_run_config,
+    prepare_run_dir,
+    write_results,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,6 +455,16 @@ def make_evaluation(config, game: BoardGame, network, search, solved):
     return evaluate
 
 
+def evaluation_key(config: AlphaZeroConfig) -> jax.Array:
+    """The key of a run's evaluations (folded with the chunk's index after each chunk)."""
+    return jax.random.PRNGKey(config.seed + 1_000_003)
+
+
+def final_evaluation_key(config: AlphaZeroConfig) -> jax.Array:
+    """The key of a run's final evaluation (results.json)."""
+    return jax.random.fold_in(evaluation_key(config), 1_000_000)
+
+
 class AlphaZeroRun(ChunkRun):
     def describe(self) -> str:
         r = self.results
@@ -480,7 +497,7 @@ def run_alphazero(
         AlphaZeroConfig, config, run_dir, resume, default, check_config
     )
     trainer = make_alphazero(config)
-    eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
+    eval_key = evaluation_key(config)
 
     def after_chunk(state, chunk, m, dt, total_seconds):
         row = dict(chunk=chunk, iteration=int(state.iteration), games=int(state.games))
@@ -511,8 +528,28 @@ def run_alphazero(
     )
     results = {}
     if not loop.interrupted:
-        final = trainer.evaluate(loop.state.params, jax.random.fold_in(eval_key, 1_000_000))
+        final = trainer.evaluate(loop.state.params, final_evaluation_key(config))
         results = write_results(
             run_dir, loop, int(loop.state.iteration), games=int(loop.state.games), **final
         )
     return AlphaZeroRun(run_dir, results, loop.rows, loop.interrupted, loop.state)
+
+
+EVALUATION_FIELDS = ("eval_games", "eval_simulations", "opponent_simulations")
+
+
+def evaluate_alphazero(run_dir: str, seed: int | None = None, **changes) -> dict:
+    """A finished run's network evaluated again (the module doc's evaluation) with the
+    evaluation fields changed (EVALUATION_FIELDS: e.g. eval_simulations=64 to play with
+    search, opponent_simulations=64 to add pure MCTS). `seed` picks the games' randomness;
+    None takes the run's own final evaluation key, so that without changes the result is
+    the run's results.json's. Nothing in run_dir is written. Returns the evaluation dict."""
+    config = finished_run_config(
+        AlphaZeroConfig, run_dir, changes, EVALUATION_FIELDS, "evaluate_alphazero",
+        "run_alphazero",
+    )  # fmt: skip
+    check_config(config)
+    trainer = make_alphazero(config)
+    state, _ = restore_run_state(run_dir, trainer.init(jax.random.PRNGKey(config.seed)))
+    key = final_evaluation_key(config) if seed is None else jax.random.PRNGKey(seed)
+    return trainer.evaluate(state.params, key)

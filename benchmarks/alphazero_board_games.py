@@ -34,7 +34,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.dqn_cartpole import machine_line, overrides_or_exit  # noqa: E402
+from benchmarks.dqn_cartpole import (  # noqa: E402
+    interleaved_seconds,
+    machine_line,
+    overrides_or_exit,
+)
 from rlax_zoo.agents.alphazero import (  # noqa: E402
     EVALUATION_FIELDS,
     AlphaZeroConfig,
@@ -97,12 +101,15 @@ def time_search(game_name: str, repeats: int) -> list[dict]:
         key = jax.random.PRNGKey(1)
         for f in fns.values():
             jax.block_until_ready(f(params, key, states))
-        times = {name: [] for name in fns}
-        for r in range(repeats):
-            for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
-                t0 = time.perf_counter()
-                jax.block_until_ready(fns[name](params, jax.random.fold_in(key, r), states))
-                times[name].append(time.perf_counter() - t0)
+        times = interleaved_seconds(
+            {
+                name: lambda r, f=f, key=key, states=states: jax.block_until_ready(
+                    f(params, jax.random.fold_in(key, r), states)
+                )
+                for name, f in fns.items()
+            },
+            repeats,
+        )
         ours, theirs = (statistics.median(times[n]) * 1e3 for n in ("ours", "mctx"))
         ratios = [b / a for a, b in zip(times["ours"], times["mctx"], strict=True)]
         rows.append(

@@ -61,6 +61,19 @@ def overrides_or_exit(parser, cls, items, base=None, fixed=(), flag="--set") -> 
     return overrides
 
 
+def interleaved_seconds(calls: dict, repeats: int) -> dict:
+    """Seconds of each `calls[name](r)` (compiled before; it must block until its result is
+    ready) over `repeats` rounds, the order reversed every other round so that neither side
+    always runs first: name -> [repeats] list."""
+    times = {name: [] for name in calls}
+    for r in range(repeats):
+        for name in list(calls) if r % 2 == 0 else list(calls)[::-1]:
+            t0 = time.perf_counter()
+            calls[name](r)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def machine_line() -> str:
     import envpool
     import flax

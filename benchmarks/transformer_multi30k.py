@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import (  # noqa: E402
     add_xla_cpu_threads_flag,
     apply_xla_cpu_threads,
+    interleaved_seconds,
     machine_line,
     overrides_or_exit,
 )
@@ -136,12 +137,7 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
 
     outputs = {flag: decode(flag) for flag in fns}  # compiles
     same = bool(np.array_equal(outputs[True], outputs[False]))
-    times = {flag: [] for flag in fns}
-    for r in range(repeats):
-        for flag in (True, False) if r % 2 == 0 else (False, True):
-            t0 = time.perf_counter()
-            decode(flag)
-            times[flag].append(time.perf_counter() - t0)
+    times = interleaved_seconds({flag: lambda r, flag=flag: decode(flag) for flag in fns}, repeats)
     med = {flag: float(np.median(t)) for flag, t in times.items()}
     out = dict(
         run_dir=run_dir,

@@ -214,7 +214,7 @@ def run_autoencoder(
         run_dir,
         config,
         init(jax.random.PRNGKey(config.seed)),
-        lambda n: lambda s: train_chunk(s, n),
+        train_chunk,
         chunk_logger("autoencoder", config.iterations, "reconstruction", progress),
         resume is not None,
         max_chunks,

@@ -331,14 +331,11 @@ def run_ddpm(
     )
     trainer = make_ddpm_trainer(config, x_train)
 
-    def train_fn(n):
-        return lambda s: trainer.train_chunk(s, n)
-
     loop = drive_config_chunks(
         run_dir,
         config,
         trainer.init(jax.random.PRNGKey(config.seed)),
-        train_fn,
+        trainer.train_chunk,
         chunk_logger("ddpm", config.iterations, "loss", progress),
         resume is not None,
         max_chunks,

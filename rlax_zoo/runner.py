@@ -422,16 +422,17 @@ def prepare_run_dir(
 
 
 def drive_config_chunks(
-    run_dir: str, config, state, train_fn, after_chunk, resume: bool, max_chunks, what="the loss"
+    run_dir: str, config, state, train_chunk, after_chunk, resume: bool, max_chunks, what="the loss"
 ) -> ChunkLoop:
     """`drive_chunks` as a chunked trainer's config sets it: `config.iterations` steps in
     chunks of `config.eval_every`, a checkpoint every `config.checkpoint_every` chunks, and
-    `config.time_budget_s` seconds of training at most."""
+    `config.time_budget_s` seconds of training at most. `train_chunk(state, n)` runs n steps:
+    (state, metrics dict of arrays)."""
     return drive_chunks(
         run_dir,
         state,
         chunk_sizes(config.iterations, config.eval_every),
-        train_fn,
+        lambda n: lambda s: train_chunk(s, n),
         after_chunk,
         resume=resume,
         max_chunks=max_chunks,

@@ -233,7 +233,7 @@ def run_prssm(
         run_dir,
         config,
         _initial_states(trainer, keys),
-        train_fn,
+        lambda s, n: train_fn(n)(s),
         after_chunk,
         resume is not None,
         max_chunks,

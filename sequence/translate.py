@@ -417,7 +417,7 @@ def run_transformer(
         run_dir,
         config,
         trainer.init(jax.random.PRNGKey(config.seed)),
-        lambda n: lambda s: trainer.train_chunk(s, n),
+        trainer.train_chunk,
         after_chunk,
         resume is not None,
         max_chunks,

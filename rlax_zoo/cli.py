@@ -86,6 +86,13 @@ METHODS = {
         aliases={},
         driver="rlax_zoo.agents.alphazero:run_alphazero",
     ),
+    "dreamer": Method(
+        config_cls=_config("rlax_zoo.agents.dreamer:DreamerConfig"),
+        build="",
+        help="DreamerV3 (Hafner et al. 2023): RSSM world model, actor and critic in imagination.",
+        aliases={"env_id": "--env"},
+        driver="rlax_zoo.agents.dreamer:run_dreamer",
+    ),
     "ddpm": Method(
         config_cls=_config("diffusion.train:DDPMConfig"),
         build="",

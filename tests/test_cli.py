@@ -85,6 +85,8 @@ def test_from_args_validates_what_it_builds():
         ("transformer", ["--dim", "30"], "num_heads: must divide dim (30), got 4"),
         ("alphazero", ["--eval-games", "3"], "eval_games: must be even"),
         ("alphazero", ["--replay-capacity", "100"], "replay_capacity: must hold one"),
+        ("dreamer", ["--replay-capacity", "100"], "replay_capacity: must hold prefill"),
+        ("dreamer", ["--prefill", "8"], "prefill: must be at least sequence_length"),
     ],
 )
 def test_bad_input_exits_2_before_compiling(capsys, tmp_path, method, argv, needle):

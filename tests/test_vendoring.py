@@ -17,6 +17,7 @@ PRIMITIVES = [
     "rlax_zoo/shaping.py",
     "rlax_zoo/vtrace.py",
     "rlax_zoo/mcts.py",
+    "rlax_zoo/world_model.py",
     "rlax_zoo/xla_cpu.py",
     "sequence/gp.py",
     "sequence/attention.py",

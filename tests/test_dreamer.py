@@ -1,0 +1,177 @@
+"""DreamerV3 (rlax_zoo.agents.dreamer) and its chain task (rlax_zoo.envs.chain)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlax_zoo import cli
+from rlax_zoo.agents import dreamer as D
+from rlax_zoo.config import ConfigError
+from rlax_zoo.envs.chain import make_chain
+
+# A configuration small enough to learn the chain in seconds.
+SMALL = dict(
+    env_id="Chain-v0", prefill=64, units=64, deter=64, batch_size=8, sequence_length=16,
+    horizon=10, model_lr=1e-3, actor_lr=3e-4, critic_lr=3e-4,
+)  # fmt: skip
+
+
+def test_chain_follows_its_rules_and_envpool_auto_reset():
+    length, limit, n = 4, 6, 3
+    env = make_chain(n, 0, length, limit)
+    step = jax.jit(env.step)
+    rng = np.random.default_rng(0)
+    cell, elapsed, reset = np.zeros(n, int), np.zeros(n, int), np.zeros(n, bool)
+    handle = env.handle
+    saw = dict(terminated=0, truncated=0)
+    for _ in range(300):
+        a = rng.integers(0, 2, n)
+        handle, (obs, r, term, trunc, _) = step(handle, jnp.asarray(a, jnp.int32))
+        moved = np.clip(cell + np.where(a == 1, 1, -1), 0, length - 1)
+        e = elapsed + 1
+        t_ref = (moved == length - 1) & ~reset
+        tr_ref = (e >= limit) & (moved != length - 1) & ~reset
+        cell = np.where(reset, 0, moved)
+        elapsed = np.where(reset, 0, e)
+        np.testing.assert_array_equal(np.asarray(obs).argmax(-1), cell)
+        np.testing.assert_array_equal(term, t_ref)
+        np.testing.assert_array_equal(trunc, tr_ref)
+        np.testing.assert_array_equal(r, t_ref.astype(np.float32))
+        reset = t_ref | tr_ref
+        saw["terminated"] += t_ref.sum()
+        saw["truncated"] += tr_ref.sum()
+    assert saw["terminated"] > 10 and saw["truncated"] > 10
+
+
+def test_replay_records_mark_first_last_and_termination():
+    """The prefill's records, in time order per env: is_first exactly after an episode's last
+    record, terminated only at the goal (reward 1), truncations not terminal."""
+    config = D.DreamerConfig(**SMALL)
+    state = D.make_dreamer(config).init(jax.random.PRNGKey(0))
+    replay = state.replay
+    steps = config.prefill
+    assert int(replay.size) == steps
+    cell = np.asarray(replay.obs[:steps]).argmax(-1)  # [T, N]
+    first = np.asarray(replay.is_first[:steps])
+    term = np.asarray(replay.terminated[:steps]) > 0
+    reward = np.asarray(replay.reward[:steps])
+    assert first[0].all()
+    np.testing.assert_array_equal(term, cell == 4)  # the goal of the length-5 chain
+    np.testing.assert_array_equal(reward, term.astype(np.float32))
+    assert (cell[first] == 0).all()
+    # Episodes: from each first record to the record before the next one.
+    lengths, truncated = [], 0
+    for e in range(config.num_envs):
+        starts = np.flatnonzero(first[:, e])
+        for s, nxt in zip(starts[:-1], starts[1:], strict=True):
+            last = nxt - 1
+            lengths.append(nxt - s)
+            assert not term[s:last, e].any()  # nothing terminal before the last record
+            truncated += not term[last, e]
+            if not term[last, e]:
+                assert nxt - s == 13  # 12 moves of the time limit, then the reset step
+    assert truncated > 0 and len(lengths) > truncated
+
+
+def test_sample_sequences_are_consecutive_and_newest():
+    cap, n = 10, 3
+    t = np.arange(25)  # 25 steps written into 10 rows: rows hold steps 15..24
+    rows = t % cap
+    obs = np.zeros((cap, n, 1), np.float32)
+    obs[rows, :, 0] = t[:, None] + 100 * np.arange(n)
+    replay = D.SequenceReplay(
+        jnp.asarray(obs), jnp.zeros((cap, n), jnp.int32), jnp.zeros((cap, n)),
+        jnp.zeros((cap, n)), jnp.zeros((cap, n), bool), jnp.int32(25 % cap), jnp.int32(cap),
+    )  # fmt: skip
+    batch = D.sample_sequences(replay, jax.random.PRNGKey(0), 500, 4)
+    seq = np.asarray(batch["obs"][..., 0])
+    step = seq % 100
+    np.testing.assert_array_equal(np.diff(step, axis=1), 1)  # consecutive steps of one env
+    np.testing.assert_array_equal(np.diff(seq // 100, axis=1), 0)
+    assert step.min() == 15 and step.max() == 24  # only the newest rows, every one reachable
+    assert len(np.unique(seq[:, 0] // 100)) == n
+
+
+def test_world_model_state_resets_at_episode_starts():
+    config = D.DreamerConfig(**SMALL)
+    trainer = D.make_dreamer(config)
+    state = trainer.init(jax.random.PRNGKey(1))
+    batch = D.sample_sequences(state.replay, jax.random.PRNGKey(2), 32, 16)
+    params = state.params["model"]
+    loss, (parts, h, z) = D.world_model_loss(trainer.model, params, batch, jax.random.PRNGKey(3),
+                                             config)  # fmt: skip
+    assert np.isfinite(float(loss)) and set(parts) >= {"decoder_loss", "kl"}
+    first = np.asarray(batch["is_first"])
+    assert first[:, 1:].any()  # some sequence crosses an episode boundary
+    zeros = (jnp.zeros((1, config.deter)), jnp.zeros((1, config.groups * config.classes)))
+    h0 = trainer.model.apply(params, *zeros, jnp.zeros((1, 2)), method=D.WorldModel.sequence)
+    np.testing.assert_allclose(np.asarray(h)[first], np.broadcast_to(h0, (first.sum(), 64)),
+                               atol=1e-6)  # fmt: skip
+
+
+def test_imagined_returns_against_numpy():
+    rng = np.random.default_rng(0)
+    h, m, gamma, lam = 5, 3, 0.9, 0.8
+    reward = rng.normal(size=(h, m)).astype(np.float32)
+    cont = rng.uniform(size=(h + 1, m)).astype(np.float32)
+    values = rng.normal(size=(h + 1, m)).astype(np.float32)
+    traj = D.Imagined(jnp.zeros((h + 1, m, 2)), jnp.zeros((h, m), jnp.int32), reward, cont)
+    returns, weights = D.imagined_returns(traj, jnp.asarray(values), gamma, lam)
+    expected = np.zeros((h, m))
+    nxt = values[h]
+    for i in reversed(range(h)):
+        nxt = reward[i] + gamma * cont[i + 1] * ((1 - lam) * values[i + 1] + lam * nxt)
+        expected[i] = nxt
+    np.testing.assert_allclose(returns, expected, rtol=1e-5)
+    w = np.array([gamma**i * np.prod(cont[: i + 1], 0) for i in range(h)])
+    np.testing.assert_allclose(weights, w, rtol=1e-5)
+
+
+def test_dreamer_learns_the_chain():
+    """The learning curve: from a mostly random policy to the shortest path (4 moves and the
+    reset step per episode, return 1) within 400 iterations."""
+    config = D.DreamerConfig(**SMALL, iterations=400)
+    trainer = D.make_dreamer(config)
+    state = trainer.init(jax.random.PRNGKey(config.seed))
+    rows = []
+    for _ in range(4):
+        state, m = trainer.train_chunk(state, 100)
+        rows.append(D.chunk_row(state, m))
+    steps = 100 * config.env_steps * config.num_envs
+    assert rows[0]["episodes_in_chunk"] < 0.7 * steps / 5  # early: long or timed-out episodes
+    assert rows[-1]["mean_return"] > 0.98
+    assert rows[-1]["episodes_in_chunk"] > 0.95 * steps / 5  # late: the shortest path
+    assert all(np.isfinite(rows[-1][k]) for k in ("model_loss", "actor_loss", "critic_loss"))
+
+
+def test_cli_run_resume_is_exact(tmp_path):
+    """`rlax-zoo train dreamer` on the chain, interrupted after a chunk and resumed, ends in
+    the state of an uninterrupted run."""
+    flags = ["--env", "Chain-v0", "--prefill", "16", "--units", "16", "--deter", "16",
+             "--batch-size", "4", "--sequence-length", "8", "--horizon", "3",
+             "--iterations", "4", "--eval-every", "2"]  # fmt: skip
+    whole = str(tmp_path / "whole")
+    assert cli.main(["train", "dreamer", "--run-dir", whole, *flags]) == 0
+    with open(os.path.join(whole, "results.json")) as f:
+        results = json.load(f)
+    assert results["iterations"] == 4 and results["env_steps"] == (16 + 4 * 8) * 4
+    config = D.DreamerConfig(env_id="Chain-v0", prefill=16, units=16, deter=16, batch_size=4,
+                             sequence_length=8, horizon=3, iterations=4, eval_every=2)  # fmt: skip
+    part = str(tmp_path / "part")
+    first = D.run_dreamer(config, run_dir=part, progress=False, max_chunks=1)
+    assert first.interrupted and not first.results and int(first.state.iteration) == 2
+    resumed = D.run_dreamer(resume=part, progress=False)
+    ref = D.run_dreamer(config, run_dir=str(tmp_path / "ref"), progress=False)
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(ref.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ConfigError, match="replay_capacity"):
+        D.check_config(D.DreamerConfig(replay_capacity=100, num_envs=4, prefill=64))
+    with pytest.raises(ConfigError, match="prefill"):
+        D.check_config(D.DreamerConfig(prefill=8, sequence_length=16))

@@ -19,6 +19,8 @@ reports the median per setting and the median of the per-round ratios. Workloads
 * alphazero-iteration: 2 iterations of `rlax-zoo train alphazero`'s defaults on tic-tac-toe
   (64 games of MCTS self-play with 32 simulations a move, then 8 Adam steps); iterations per
   second.
+* dreamer-iteration: 10 iterations of `rlax-zoo train dreamer`'s defaults on CartPole-v1
+  (32 env steps, then one world-model, critic and actor update each); iterations per second.
 
     python benchmarks/bench_xla_threads.py [--repeats 5]
 """
@@ -42,6 +44,7 @@ WORKLOADS = (
     "nature-cnn-grad",
     "transformer-step",
     "alphazero-iteration",
+    "dreamer-iteration",
 )
 
 
@@ -130,6 +133,14 @@ def measure(workload: str) -> float:
         start = trainer.init(jax.random.PRNGKey(0))
         return _best_rate(
             lambda: trainer.train_chunk(jax.tree.map(jnp.copy, start), 2)[1]["loss"], 2
+        )
+    if workload == "dreamer-iteration":
+        from rlax_zoo.agents.dreamer import DreamerConfig, make_dreamer
+
+        trainer = make_dreamer(DreamerConfig())
+        start = trainer.init(jax.random.PRNGKey(0))
+        return _best_rate(
+            lambda: trainer.train_chunk(jax.tree.map(jnp.copy, start), 10)[1]["model_loss"], 10
         )
     raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
 

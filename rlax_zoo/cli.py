@@ -310,8 +310,10 @@ def run_benchmark(name: str | None, script_args: list[str], folder: str | None =
             continue
 
 
-# Methods whose steps are large array products (convolutions, attention): XLA's whole pool.
-WIDE_METHODS = ("ddpm", "autoencoder", "transformer")
+# Methods whose steps are large array products (convolutions, attention, DreamerV3's
+# imagination over 512 starts): XLA's whole pool (dreamer-iteration: one thread 0.64x of the
+# pool, `benchmarks/bench_xla_threads.py`, session 32).
+WIDE_METHODS = ("ddpm", "autoencoder", "transformer", "dreamer")
 # Methods whose actor(-learner)s are Python threads: with a one-thread XLA pool their jitted
 # calls run one after another (Pong-v5 A3C, 2 threads against 1: 1.04x, against 1.33x with
 # XLA's default pool; RESULTS.md).

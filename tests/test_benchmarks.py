@@ -55,6 +55,8 @@ def test_benchmark_help_renders(script):
         ("alphazero_board_games.py", "num_simulations=0", "num_simulations: must be in [1, inf)"),
         ("alphazero_board_games.py", "seed=3", "['seed'] already set"),
         ("alphazero_board_games.py --evaluate RUN --set", "learning_rate=0.1", "--evaluate"),
+        ("dreamer_cartpole.py", "horizon=0", "horizon: must be in [1, inf)"),
+        ("dreamer_cartpole.py", "seed=3", "['seed'] already set"),
     ],
 )
 def test_a_bad_override_is_one_line_before_training(script, item, needle):

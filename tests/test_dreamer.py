@@ -131,6 +131,30 @@ def test_imagined_returns_against_numpy():
     np.testing.assert_allclose(weights, w, rtol=1e-5)
 
 
+def test_replay_returns_cut_at_episode_ends():
+    """Hand-made sequence: steps 0-2 of one episode, step 2 terminal (reward 1), step 3 starts
+    the next episode, which is truncated at step 5; step 6 starts a third."""
+    gamma, lam = 0.9, 0.5
+    reward = np.array([[0.0, 0.5, 1.0, 0.0, 0.2, 0.3, 0.0, 0.4]], np.float32)
+    terminated = np.array([[0, 0, 1, 0, 0, 0, 0, 0]], np.float32)
+    first = np.array([[0, 0, 0, 1, 0, 0, 1, 0]], bool)
+    values = np.arange(1, 9, dtype=np.float32)[None] * 0.1
+    batch = dict(reward=jnp.asarray(reward), terminated=jnp.asarray(terminated),
+                 is_first=jnp.asarray(first))  # fmt: skip
+    g, mask = D.replay_returns(batch, jnp.asarray(values), gamma, lam)
+    v, r = values[0], reward[0]
+    expected = np.zeros(7)
+    expected[6] = r[7] + gamma * v[7]  # the last target bootstraps from v_7
+    expected[5] = v[5]  # step 5 ends its episode (truncated): no target, the chain is cut
+    expected[4] = r[5] + gamma * ((1 - lam) * v[5] + lam * expected[5])
+    expected[3] = r[4] + gamma * ((1 - lam) * v[4] + lam * expected[4])
+    expected[2] = v[2]  # terminal: no target
+    expected[1] = r[2] + 0.0  # the next step is terminal: c = 0, no bootstrap
+    expected[0] = r[1] + gamma * ((1 - lam) * v[1] + lam * expected[1])
+    np.testing.assert_allclose(g[0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(mask[0], [1, 1, 0, 1, 1, 0, 1])
+
+
 def test_dreamer_learns_the_chain():
     """The learning curve: from a mostly random policy to the shortest path (4 moves and the
     reset step per episode, return 1) within 400 iterations."""
@@ -175,3 +199,17 @@ def test_bad_configs_are_refused():
         D.check_config(D.DreamerConfig(replay_capacity=100, num_envs=4, prefill=64))
     with pytest.raises(ConfigError, match="prefill"):
         D.check_config(D.DreamerConfig(prefill=8, sequence_length=16))
+
+
+def test_benchmark_trailing_means_hand_computed():
+    from benchmarks.dreamer_cartpole import trailing_means
+
+    rows = [
+        dict(episodes_in_chunk=15, mean_return=10.0),
+        dict(episodes_in_chunk=0, mean_return=float("nan")),
+        dict(episodes_in_chunk=10, mean_return=40.0),
+        dict(episodes_in_chunk=25, mean_return=100.0),
+    ]
+    means = trailing_means(rows)
+    assert np.isnan(means[0]) and np.isnan(means[1])
+    np.testing.assert_allclose(means[2:], [(15 * 10 + 10 * 40) / 25, 100.0])

@@ -142,7 +142,7 @@ class DreamerConfig:
         1e-3, "Adam step size of the world model (the paper: 1e-4).", low=0.0, low_open=True
     )
     actor_lr: float = option(
-        3e-4, "Adam step size of the actor (the paper: 3e-5).", low=0.0, low_open=True
+        1e-3, "Adam step size of the actor (the paper: 3e-5).", low=0.0, low_open=True
     )
     critic_lr: float = option(
         1e-3, "Adam step size of the critic (the paper: 3e-5).", low=0.0, low_open=True

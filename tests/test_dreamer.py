@@ -15,9 +15,18 @@ from rlax_zoo.envs.chain import make_chain
 
 # A configuration small enough to learn the chain in seconds.
 SMALL = dict(
-    env_id="Chain-v0", prefill=64, units=64, deter=64, batch_size=8, sequence_length=16,
-    horizon=10, model_lr=1e-3, actor_lr=3e-4, critic_lr=3e-4,
-)  # fmt: skip
+    env_id="Chain-v0",
+    prefill=64,
+    env_steps=8,
+    units=64,
+    deter=64,
+    batch_size=8,
+    sequence_length=16,
+    horizon=10,
+    model_lr=1e-3,
+    actor_lr=3e-4,
+    critic_lr=3e-4,
+)
 
 
 def test_chain_follows_its_rules_and_envpool_auto_reset():
@@ -84,9 +93,14 @@ def test_sample_sequences_are_consecutive_and_newest():
     obs = np.zeros((cap, n, 1), np.float32)
     obs[rows, :, 0] = t[:, None] + 100 * np.arange(n)
     replay = D.SequenceReplay(
-        jnp.asarray(obs), jnp.zeros((cap, n), jnp.int32), jnp.zeros((cap, n)),
-        jnp.zeros((cap, n)), jnp.zeros((cap, n), bool), jnp.int32(25 % cap), jnp.int32(cap),
-    )  # fmt: skip
+        jnp.asarray(obs),
+        jnp.zeros((cap, n), jnp.int32),
+        jnp.zeros((cap, n)),
+        jnp.zeros((cap, n)),
+        jnp.zeros((cap, n), bool),
+        jnp.int32(25 % cap),
+        jnp.int32(cap),
+    )
     batch = D.sample_sequences(replay, jax.random.PRNGKey(0), 500, 4)
     seq = np.asarray(batch["obs"][..., 0])
     step = seq % 100
@@ -102,15 +116,17 @@ def test_world_model_state_resets_at_episode_starts():
     state = trainer.init(jax.random.PRNGKey(1))
     batch = D.sample_sequences(state.replay, jax.random.PRNGKey(2), 32, 16)
     params = state.params["model"]
-    loss, (parts, h, z) = D.world_model_loss(trainer.model, params, batch, jax.random.PRNGKey(3),
-                                             config)  # fmt: skip
+    loss, (parts, h, z) = D.world_model_loss(
+        trainer.model, params, batch, jax.random.PRNGKey(3), config
+    )
     assert np.isfinite(float(loss)) and set(parts) >= {"decoder_loss", "kl"}
     first = np.asarray(batch["is_first"])
     assert first[:, 1:].any()  # some sequence crosses an episode boundary
     zeros = (jnp.zeros((1, config.deter)), jnp.zeros((1, config.groups * config.classes)))
     h0 = trainer.model.apply(params, *zeros, jnp.zeros((1, 2)), method=D.WorldModel.sequence)
-    np.testing.assert_allclose(np.asarray(h)[first], np.broadcast_to(h0, (first.sum(), 64)),
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(h)[first], np.broadcast_to(h0, (first.sum(), 64)), atol=1e-6
+    )
 
 
 def test_imagined_returns_against_numpy():
@@ -139,8 +155,9 @@ def test_replay_returns_cut_at_episode_ends():
     terminated = np.array([[0, 0, 1, 0, 0, 0, 0, 0]], np.float32)
     first = np.array([[0, 0, 0, 1, 0, 0, 1, 0]], bool)
     values = np.arange(1, 9, dtype=np.float32)[None] * 0.1
-    batch = dict(reward=jnp.asarray(reward), terminated=jnp.asarray(terminated),
-                 is_first=jnp.asarray(first))  # fmt: skip
+    batch = dict(
+        reward=jnp.asarray(reward), terminated=jnp.asarray(terminated), is_first=jnp.asarray(first)
+    )
     g, mask = D.replay_returns(batch, jnp.asarray(values), gamma, lam)
     v, r = values[0], reward[0]
     expected = np.zeros(7)
@@ -168,23 +185,52 @@ def test_dreamer_learns_the_chain():
     steps = 100 * config.env_steps * config.num_envs
     assert rows[0]["episodes_in_chunk"] < 0.7 * steps / 5  # early: long or timed-out episodes
     assert rows[-1]["mean_return"] > 0.98
-    assert rows[-1]["episodes_in_chunk"] > 0.95 * steps / 5  # late: the shortest path
+    assert rows[-1]["episodes_in_chunk"] > 0.9 * steps / 5  # late: the shortest path
     assert all(np.isfinite(rows[-1][k]) for k in ("model_loss", "actor_loss", "critic_loss"))
 
 
 def test_cli_run_resume_is_exact(tmp_path):
     """`rlax-zoo train dreamer` on the chain, interrupted after a chunk and resumed, ends in
     the state of an uninterrupted run."""
-    flags = ["--env", "Chain-v0", "--prefill", "16", "--units", "16", "--deter", "16",
-             "--batch-size", "4", "--sequence-length", "8", "--horizon", "3",
-             "--iterations", "4", "--eval-every", "2"]  # fmt: skip
+    flags = [
+        "--env",
+        "Chain-v0",
+        "--prefill",
+        "16",
+        "--env-steps",
+        "2",
+        "--units",
+        "16",
+        "--deter",
+        "16",
+        "--batch-size",
+        "4",
+        "--sequence-length",
+        "8",
+        "--horizon",
+        "3",
+        "--iterations",
+        "4",
+        "--eval-every",
+        "2",
+    ]
     whole = str(tmp_path / "whole")
     assert cli.main(["train", "dreamer", "--run-dir", whole, *flags]) == 0
     with open(os.path.join(whole, "results.json")) as f:
         results = json.load(f)
-    assert results["iterations"] == 4 and results["env_steps"] == (16 + 4 * 8) * 4
-    config = D.DreamerConfig(env_id="Chain-v0", prefill=16, units=16, deter=16, batch_size=4,
-                             sequence_length=8, horizon=3, iterations=4, eval_every=2)  # fmt: skip
+    assert results["iterations"] == 4 and results["env_steps"] == (16 + 4 * 2) * 4
+    config = D.DreamerConfig(
+        env_id="Chain-v0",
+        prefill=16,
+        env_steps=2,
+        units=16,
+        deter=16,
+        batch_size=4,
+        sequence_length=8,
+        horizon=3,
+        iterations=4,
+        eval_every=2,
+    )
     part = str(tmp_path / "part")
     first = D.run_dreamer(config, run_dir=part, progress=False, max_chunks=1)
     assert first.interrupted and not first.results and int(first.state.iteration) == 2

@@ -53,8 +53,6 @@ state, so a resumed run continues the very episodes it stopped in.
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -69,7 +67,13 @@ from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.envs.chain import make_chain
 from rlax_zoo.envs.jax_cartpole import make_jax_cartpole
 from rlax_zoo.multistep import lambda_returns
-from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir, write_results
+from rlax_zoo.runner import (
+    ChunkRun,
+    default_run_dir,
+    drive_config_chunks,
+    prepare_run_dir,
+    write_results,
+)
 
 # Pure-JAX environments (envpool's step contract, stepped inside the jitted loop):
 # (num_envs, seed) -> VecEnv. "Chain-v0": `rlax_zoo.envs.chain` with length 5, 12 steps.
@@ -142,7 +146,7 @@ class DreamerConfig:
         1e-3, "Adam step size of the world model (the paper: 1e-4).", low=0.0, low_open=True
     )
     actor_lr: float = option(
-        1e-3, "Adam step size of the actor (the paper: 3e-5).", low=0.0, low_open=True
+        3e-4, "Adam step size of the actor (the paper: 3e-5).", low=0.0, low_open=True
     )
     critic_lr: float = option(
         1e-3, "Adam step size of the critic (the paper: 3e-5).", low=0.0, low_open=True
@@ -361,8 +365,9 @@ def world_model_loss(model: WorldModel, params, batch, key, config: DreamerConfi
 
 
 def imagine(model: WorldModel, policy, params, h, z, start_cont, key, horizon: int):
-    """Roll the model `horizon` steps from states h [M, deter], z [M, G*C] with actions drawn
-    from policy(params["actor"], feat) -> log-probs [M, A] (no gradient: the actor learns by
+    """DreamerV3's imagination ("Actor critic learning", the prior of eq. (1)): roll the
+    model `horizon` steps from states h [M, deter], z [M, G*C] with actions drawn from
+    policy(params["actor"], feat) -> log-probs [M, A] (no gradient: the actor learns by
     REINFORCE); start_cont [M] is c_0. -> `Imagined`."""
     params = jax.lax.stop_gradient(params)
 
@@ -396,8 +401,9 @@ def imagine(model: WorldModel, policy, params, h, z, start_cont, key, horizon: i
 
 
 def imagined_returns(traj: Imagined, values, gamma: float, lambda_: float):
-    """lambda-returns R_0..R_{H-1} [H, M] and weights w_0..w_{H-1} [H, M] of an imagined batch
-    with critic values v_0..v_H [H+1, M] (the module doc's formulas)."""
+    """DreamerV3's lambda-returns ("Critic learning") R_0..R_{H-1} [H, M] and the weights
+    w_0..w_{H-1} [H, M] of an imagined batch with critic values v_0..v_H [H+1, M] (the
+    module doc's formulas; `rlax_zoo.multistep.lambda_returns` along each trajectory)."""
     discount = gamma * traj.cont[1:]
     returns = jax.vmap(lambda_returns, in_axes=(1, 1, 1, None), out_axes=1)(
         traj.reward, discount, values[1:], lambda_
@@ -751,10 +757,7 @@ def run_dreamer(
     max_chunks: int | None = None,
 ) -> DreamerRun:
     """Train DreamerV3 in a run folder (see the module doc); metrics after every chunk."""
-    cfg = config or DreamerConfig()
-    default = os.path.join(
-        "runs", f"dreamer-{cfg.env_id}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    default = default_run_dir("dreamer", config or DreamerConfig())
     config, run_dir, _ = prepare_run_dir(
         DreamerConfig, config, run_dir, resume, default, check_config
     )

@@ -20,7 +20,7 @@ reports the median per setting and the median of the per-round ratios. Workloads
   (64 games of MCTS self-play with 32 simulations a move, then 8 Adam steps); iterations per
   second.
 * dreamer-iteration: 10 iterations of `rlax-zoo train dreamer`'s defaults on CartPole-v1
-  (32 env steps, then one world-model, critic and actor update each); iterations per second.
+  (the env steps, then one world-model, critic and actor update each); iterations per second.
 
     python benchmarks/bench_xla_threads.py [--repeats 5]
 """

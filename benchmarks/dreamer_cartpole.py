@@ -79,11 +79,11 @@ def main() -> None:
         print(json.dumps(runs[-1]), flush=True)
     print("| seed | env steps to 475 | seconds to 475 | best mean(20) | final mean(20) |")
     print("|---:|---:|---:|---:|---:|")
+
+    def fmt(v, spec):
+        return "not reached" if v is None else format(v, spec)
+
     for r in runs:
-
-        def fmt(v, spec):
-            return "not reached" if v is None else format(v, spec)
-
         print(
             f"| {r['seed']} | {fmt(r['steps_to_475'], ',')} | {fmt(r['seconds_to_475'], '.0f')} "
             f"| {fmt(r['best_mean20'], '.1f')} | {fmt(r['final_mean20'], '.1f')} |"

@@ -230,6 +230,14 @@ class WorldModel(nn.Module):
             self.posterior_out(self.posterior_net(jnp.concatenate([h, embedding], -1)))
         )
 
+    def observe(self, h, z, prev_action_onehot, is_first, embedding):
+        """One filtering step: the state (h, z) and the previous action are zeroed where
+        `is_first` [B], then h_t = GRU(...) and the encoder's logits of z_t.
+        -> (h [B, deter], posterior logits [B, G, C])."""
+        h, z, prev = (jnp.where(is_first[:, None], 0.0, x) for x in (h, z, prev_action_onehot))
+        h = self.sequence(h, z, prev)
+        return h, self.posterior(h, embedding)
+
     def heads(self, feat):
         """Decoder (symlog obs), reward logits [.., K] and continue logit [..] of [h, z]."""
         obs = self.decoder_out(self.decoder(feat))
@@ -325,19 +333,15 @@ def world_model_loss(model: WorldModel, params, batch, key, config: DreamerConfi
     of its parts, and the posterior states (h [B, L, deter], z [B, L, G*C]) for imagination."""
     b, length = batch["reward"].shape
     a_onehot = jax.nn.one_hot(batch["action"], model.num_actions)
-    # a_{t-1}: the action before each step, zero at the first step of an episode.
+    # a_{t-1}: the action before each step (`observe` zeroes it at an episode's first step).
     prev = jnp.concatenate([jnp.zeros_like(a_onehot[:, :1]), a_onehot[:, :-1]], 1)
-    prev = jnp.where(batch["is_first"][..., None], 0.0, prev)
     embedding = model.apply(params, batch["obs"], method=WorldModel.embed)
 
     def step(carry, inputs):
         h, z = carry
         emb, a, first, k = inputs
-        h = jnp.where(first[:, None], 0.0, h)
-        z = jnp.where(first[:, None], 0.0, z)
-        h = model.apply(params, h, z, a, method=WorldModel.sequence)
+        h, post = model.apply(params, h, z, a, first, emb, method=WorldModel.observe)
         prior = model.apply(params, h, method=WorldModel.prior)
-        post = model.apply(params, h, emb, method=WorldModel.posterior)
         z = wm.straight_through_sample(k, post).reshape(b, -1)
         return (h, z), (h, z, prior, post)
 
@@ -519,17 +523,17 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
         Returns (carry, (record fields for the replay), finished-episode return or nan)."""
         k_z, k_a = jax.random.split(key)
         first = carry.is_first
-        h = jnp.where(first[:, None], 0.0, carry.h)
-        z = jnp.where(first[:, None], 0.0, carry.z)
-        prev = jnp.where(first[:, None], 0.0, jax.nn.one_hot(carry.prev_action, num_actions))
         m = params["model"]
-        h = model.apply(m, h, z, prev, method=WorldModel.sequence)
-        post = model.apply(
-            m, h, model.apply(m, carry.obs, method=WorldModel.embed), method=WorldModel.posterior
+        prev = jax.nn.one_hot(carry.prev_action, num_actions)
+        embedding = model.apply(m, carry.obs, method=WorldModel.embed)
+        h, post = model.apply(
+            m, carry.h, carry.z, prev, first, embedding, method=WorldModel.observe
         )
         z = jax.nn.one_hot(jax.random.categorical(k_z, post), config.classes).reshape(n, -1)
-        log_probs = actor_apply(params["actor"], jnp.concatenate([h, z], -1))
-        log_probs = jnp.where(random_actions, 0.0, log_probs)
+        if random_actions:  # the prefill: uniform actions
+            log_probs = jnp.zeros((n, num_actions))
+        else:
+            log_probs = actor_apply(params["actor"], jnp.concatenate([h, z], -1))
         action = jax.random.categorical(k_a, log_probs).astype(jnp.int32)
         record = (carry.obs, action, carry.reward, carry.terminated, first)
         env, (obs, reward, terminated, truncated, _) = probe.step(carry.env, action)

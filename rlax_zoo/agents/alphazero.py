@@ -18,8 +18,14 @@ One iteration, all of it one jitted function of an explicit state:
   3. `updates_per_iteration` Adam steps on minibatches drawn uniformly from the buffer, on
      AlphaGo Zero's eq. (1):  l = (z - v)^2 - pi^T log p + c ||theta||^2.
 
-The games in a batch all run `max_moves` moves; a game that has ended idles (its search is
-computed and discarded), the price of a batch of fixed shape.
+With `self_play` lockstep (the default) the games in a batch all run `max_moves` moves; a game
+that has ended idles (its search is computed and discarded), the price of a batch of fixed
+shape. With `self_play` continuous each of the `num_actors` slots keeps its game across
+iterations: an iteration plays `moves_per_iteration` moves in every slot, a slot whose game
+ends starts a new one at the next move, and the ended game's positions enter the buffer with
+its outcome, so every search is of a live position (AlphaZero's actors, which play without
+pause while the learner trains, in lockstep form). A game's moves may then come from
+successive networks, as in the papers' asynchronous self-play.
 
 Evaluation (after each chunk, and at the end): games against a uniformly random player and,
 for games small enough to solve (tic-tac-toe), against a perfect player (NumPy negamax,
@@ -57,6 +63,7 @@ from rlax_zoo.envs.board_games import (
     GAMES,
     MAX_SOLVE_CELLS,
     BoardGame,
+    GameState,
     board_index_jax,
     make_game,
     solve,
@@ -86,6 +93,22 @@ class AlphaZeroConfig:
     )
     dirichlet_fraction: float = option(
         0.25, "Weight eps of the root noise (0: none).", low=0.0, high=1.0
+    )
+    self_play: str = option(
+        "lockstep",
+        "How the num_actors games are played. lockstep: each iteration plays num_actors new "
+        "games from the empty board to the end, max_moves moves, a finished game idling until "
+        "the last ends. continuous: each iteration plays moves_per_iteration moves in every "
+        "slot; a slot whose game ends starts a new one at once, and a game's positions enter "
+        "the replay when it ends, so games span iterations and no search is spent on ended "
+        "games.",
+        choices=("lockstep", "continuous"),
+    )
+    moves_per_iteration: int = option(
+        0,
+        "Continuous self-play: moves each slot plays per iteration (0: the game's max_moves, "
+        "the search cost of one lockstep iteration).",
+        low=0,
     )
     temperature_moves: int = option(
         4,
@@ -131,6 +154,18 @@ class Replay(NamedTuple):
     next: jax.Array
 
 
+class ActorGames(NamedTuple):
+    """Continuous self-play's games in progress, one per slot: states (GameState [B]); the
+    positions recorded so far in each game, time-major as in GameRecord: obs
+    [T, B, H, W, 2] and policy [T, B, A] (rows at and after `length` are stale); length [B]
+    int32, the positions recorded in the slot's current game."""
+
+    states: GameState
+    obs: jax.Array
+    policy: jax.Array
+    length: jax.Array
+
+
 class AlphaZeroState(NamedTuple):
     params: Any
     opt_state: Any
@@ -138,6 +173,7 @@ class AlphaZeroState(NamedTuple):
     key: jax.Array
     iteration: jax.Array  # int32
     games: jax.Array  # int32: self-play games finished
+    actors: ActorGames | None = None  # continuous self-play only
 
 
 class GameRecord(NamedTuple):
@@ -230,6 +266,11 @@ def check_config(config: AlphaZeroConfig) -> BoardGame:
             f"replay_capacity: must hold one self-play batch, num_actors * {game.max_moves} "
             f"moves = {config.num_actors * game.max_moves}; got {config.replay_capacity}"
         )
+    if config.moves_per_iteration and config.self_play != "continuous":
+        raise ConfigError(
+            "moves_per_iteration: only continuous self-play uses it (self_play continuous); "
+            f"got {config.moves_per_iteration} with self_play {config.self_play}"
+        )
     if config.eval_games % 2:
         raise ConfigError(
             f"eval_games: must be even (half with each seat), got {config.eval_games}"
@@ -255,6 +296,9 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
     root_fn, recurrent_fn = game_model(game, network.apply)
     b, t_max = config.num_actors, game.max_moves
 
+    def fresh_games():
+        return jax.vmap(lambda _: game.init())(jnp.arange(b))
+
     def search(params, key, states, simulations, noise, temperature):
         return mcts.search(
             params,
@@ -271,7 +315,7 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
         )
 
     def self_play(params, key) -> GameRecord:
-        states = jax.vmap(lambda _: game.init())(jnp.arange(b))
+        states = fresh_games()
 
         def move(states, inputs):
             t, k = inputs
@@ -289,11 +333,58 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
         final, (obs, policy, player, valid) = jax.lax.scan(move, states, (jnp.arange(t_max), keys))
         return GameRecord(obs, policy, outcome_for(final.winner[None], player), valid)
 
+    moves = config.moves_per_iteration or t_max
+
+    def continuous_move(params, carry, k):
+        """One move of every slot: search, record the position, step; the slots whose game
+        ended write it into the replay and start a new one."""
+        actors, replay = carry
+        states, t = actors.states, actors.length
+        tau = jnp.where(t < config.temperature_moves, 1.0, 0.0)
+        out = search(params, k, states, config.num_simulations, True, tau)
+        slots = jnp.arange(b)
+        obs = actors.obs.at[t, slots].set(jax.vmap(game.observe)(states))
+        policy = actors.policy.at[t, slots].set(out.action_weights)
+        nxt = jax.vmap(game.step)(states, out.action)
+        ended, length = nxt.terminated, t + 1
+        steps = jnp.arange(t_max)[:, None]
+        player = steps % 2  # player 0 moves first; self-play moves are legal, so they alternate
+        record = GameRecord(
+            obs, policy, outcome_for(nxt.winner[None], player), ended[None] & (steps < length)
+        )
+        states = jax.tree.map(
+            lambda new, old: jnp.where(ended.reshape((b,) + (1,) * (old.ndim - 1)), new, old),
+            fresh_games(),
+            nxt,
+        )
+        actors = ActorGames(states, obs, policy, jnp.where(ended, 0, length))
+        return (actors, add_to_replay(replay, record)), (ended, length, nxt.winner)
+
+    def continuous_play(state: AlphaZeroState):
+        """moves_per_iteration moves of every slot (see AlphaZeroConfig.self_play)."""
+        key, play_key = jax.random.split(state.key)
+        (actors, replay), (ended, length, winner) = jax.lax.scan(
+            partial(continuous_move, state.params),
+            (state.actors, state.replay),
+            jax.random.split(play_key, moves),
+        )
+        finished = ended.sum().astype(jnp.int32)
+        per_game = 1.0 / jnp.maximum(finished, 1)  # 0 rather than NaN if no game ended
+        metrics = dict(
+            game_length=jnp.sum(jnp.where(ended, length, 0)) * per_game,
+            first_player_wins=jnp.sum(ended & (winner == 0)) * per_game,
+            draws=jnp.sum(ended & (winner < 0)) * per_game,
+            games_finished=finished,
+        )
+        state = state._replace(replay=replay, actors=actors, key=key, games=state.games + finished)
+        return state, metrics
+
     loss_grad = jax.value_and_grad(alphazero_loss, has_aux=True)
 
     @partial(jax.jit, donate_argnums=0)
     def update(state: AlphaZeroState):
-        """One Adam step of eq. (1) on a minibatch drawn uniformly from the replay."""
+        """One Adam step of eq. (1) on a minibatch drawn uniformly from the replay; none while
+        the replay is empty (continuous self-play before its first game ends)."""
         key, sample_key = jax.random.split(state.key)
         replay = state.replay
         idx = jax.random.randint(sample_key, (config.batch_size,), 0, replay.size)
@@ -302,12 +393,16 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
             replay.outcome[idx], config.l2,
         )  # fmt: skip
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        stepped = (optax.apply_updates(state.params, updates), opt_state)
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(replay.size > 0, new, old),
+            stepped,
+            (state.params, state.opt_state),
+        )
         state = state._replace(params=params, opt_state=opt_state, key=key)
         return state, dict(loss=loss, value_loss=value_loss, policy_loss=policy_loss)
 
-    @partial(jax.jit, donate_argnums=0)
-    def play(state: AlphaZeroState):
+    def lockstep_play(state: AlphaZeroState):
         """One self-play batch into the replay, with its statistics."""
         key, play_key = jax.random.split(state.key)
         record = self_play(state.params, play_key)
@@ -321,6 +416,11 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
             replay=add_to_replay(state.replay, record), key=key, games=state.games + b
         )
         return state, metrics
+
+    play = jax.jit(
+        continuous_play if config.self_play == "continuous" else lockstep_play,
+        donate_argnums=0,
+    )
 
     def train_chunk(state, n: int):
         """n iterations (self-play, then updates_per_iteration steps): (state, metrics dict
@@ -352,8 +452,16 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
             jnp.int32(0),
             jnp.int32(0),
         )
+        actors = None
+        if config.self_play == "continuous":
+            actors = ActorGames(
+                fresh_games(),
+                jnp.zeros((t_max, b) + game.obs_shape, jnp.float32),
+                jnp.zeros((t_max, b, game.num_actions), jnp.float32),
+                jnp.zeros((b,), jnp.int32),
+            )
         return AlphaZeroState(
-            params, optimizer.init(params), replay, key, jnp.int32(0), jnp.int32(0)
+            params, optimizer.init(params), replay, key, jnp.int32(0), jnp.int32(0), actors
         )
 
     solved = solve(game) if game.rows * game.cols <= MAX_SOLVE_CELLS else None

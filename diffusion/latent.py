@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from typing import NamedTuple
 
 import jax
@@ -43,6 +42,7 @@ from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.runner import (
     ChunkRun,
     chunk_sizes,
+    default_run_dir,
     drive_config_chunks,
     prepare_run_dir,
     write_results,
@@ -203,8 +203,7 @@ def run_autoencoder(
     training split's images [N, H, W, C] in a run folder (config.json, metrics.csv,
     checkpoints, results.json with the test reconstruction error and the latent scale);
     resume and Ctrl-C as for every method."""
-    seed = (config or AutoencoderConfig()).seed
-    default = os.path.join("runs", f"autoencoder-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    default = default_run_dir("autoencoder", config or AutoencoderConfig(), label="")
     config, run_dir, (x_train, _, x_test, _) = prepare_run_dir(
         AutoencoderConfig, config, run_dir, resume, default, load_training_images
     )

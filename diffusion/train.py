@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from typing import NamedTuple
 
 import jax
@@ -44,7 +43,13 @@ from diffusion.ddpm import (
 from diffusion.unet import UNet
 from rlax_zoo.checkpointing import CheckpointError, restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
-from rlax_zoo.runner import ChunkRun, drive_config_chunks, prepare_run_dir, write_results
+from rlax_zoo.runner import (
+    ChunkRun,
+    default_run_dir,
+    drive_config_chunks,
+    prepare_run_dir,
+    write_results,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,8 +329,7 @@ def run_ddpm(
     max_chunks: int | None = None,
 ) -> DDPMRun:
     """Train DDPM in a run folder (see the module doc); returns the run's results."""
-    seed = (config or DDPMConfig()).seed
-    default = os.path.join("runs", f"ddpm-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    default = default_run_dir("ddpm", config or DDPMConfig(), label="")
     config, run_dir, (x_train, _, _, _) = prepare_run_dir(
         DDPMConfig, config, run_dir, resume, default, load_training_images
     )

@@ -49,11 +49,13 @@ class RunResult:
     train_seconds: float = 0.0  # seconds in run_chunk, over every call (resumes included)
 
 
-def default_run_dir(method: str, config, root: str = "runs") -> str:
-    """runs/<method>-<env>-seed<seed>-<timestamp>: a fresh folder name per run."""
+def default_run_dir(method: str, config, root: str = "runs", label: str | None = None) -> str:
+    """runs/<method>-<label>-seed<seed>-<timestamp>: a fresh folder name per run, to the
+    microsecond. label: what the run learns from (default config.env_id; "" for none)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    env = getattr(config, "env_id", "run").replace("/", "_")
-    return os.path.join(root, f"{method}-{env}-seed{config.seed}-{stamp}")
+    label = getattr(config, "env_id", "run") if label is None else label
+    parts = [method] + ([label.replace("/", "_")] if label else []) + [f"seed{config.seed}", stamp]
+    return os.path.join(root, "-".join(parts))
 
 
 def read_csv(path: str, numbers: tuple[str, ...] = ()) -> list[dict]:
@@ -422,7 +424,15 @@ def prepare_run_dir(
 
 
 def drive_config_chunks(
-    run_dir: str, config, state, train_chunk, after_chunk, resume: bool, max_chunks, what="the loss"
+    run_dir: str,
+    config,
+    state,
+    train_chunk,
+    after_chunk,
+    resume: bool,
+    max_chunks,
+    what="the loss",
+    on_restore=None,
 ) -> ChunkLoop:
     """`drive_chunks` as a chunked trainer's config sets it: `config.iterations` steps in
     chunks of `config.eval_every`, a checkpoint every `config.checkpoint_every` chunks, and
@@ -439,6 +449,7 @@ def drive_config_chunks(
         checkpoint_every=config.checkpoint_every,
         what=what,
         time_budget=config.time_budget_s,
+        on_restore=on_restore,
     )
 
 
@@ -522,6 +533,7 @@ def drive_chunks(
     checkpoint_every: int,
     what: str = "the loss",
     time_budget: float = 0.0,
+    on_restore=None,
 ) -> ChunkLoop:
     """Run `state, metrics = train_fn(n)(state)` for each chunk size n, checkpointing.
 
@@ -534,6 +546,8 @@ def drive_chunks(
       time_budget: seconds of training (0: no limit). The loop ends, checkpointed and not
         interrupted, before a chunk that would take the total past it, judging by the last
         chunk's time; `out_of_time` then says so.
+      on_restore: state -> state, applied to a restored checkpoint before training goes on
+        (e.g. to reconnect a live environment that a checkpoint cannot hold).
     Metrics must stay finite: a NaN or inf raises FloatingPointError naming `what`, before
     anything is checkpointed.
     """
@@ -544,6 +558,8 @@ def drive_chunks(
         template = state
         restored, meta, _ = checkpointer.restore(lambda meta: {"state": template})
         state = jax.tree.map(jax.numpy.asarray, restored["state"])
+        if on_restore is not None:
+            state = on_restore(state)
         chunk_index, train_seconds = int(meta["chunk"]), float(meta["train_seconds"])
         rows = [r for r in read_csv(metrics_path, ("chunk",)) if int(r["chunk"]) < chunk_index]
 

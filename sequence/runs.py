@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 import warnings
 
 import jax
@@ -27,6 +26,7 @@ from rlax_zoo.checkpointing import restore_run_state
 from rlax_zoo.config import ConfigError
 from rlax_zoo.runner import (
     ChunkRun,
+    default_run_dir,
     drive_config_chunks,
     finished_run_config,
     prepare_run_dir,
@@ -179,9 +179,8 @@ def run_prssm(
       max_chunks: stop (with a checkpoint, like Ctrl-C) after this many chunks in this call.
       plot: write free_simulation.png at the end.
     """
-    name = os.path.splitext(os.path.basename((config or PRSSMConfig()).data))[0]
-    seed = (config or PRSSMConfig()).seed
-    default = os.path.join("runs", f"prssm-{name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = config or PRSSMConfig()
+    default = default_run_dir("prssm", cfg, label=os.path.splitext(os.path.basename(cfg.data))[0])
     config, run_dir, data = prepare_run_dir(
         PRSSMConfig, config, run_dir, resume, default, _load_checked
     )

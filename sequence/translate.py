@@ -38,6 +38,7 @@ from rlax_zoo.checkpointing import restore_run_state
 from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.runner import (
     ChunkRun,
+    default_run_dir,
     drive_config_chunks,
     finished_run_config,
     prepare_run_dir,
@@ -390,9 +391,7 @@ def run_transformer(
     beam search and of greedy decoding on the validation and test splits; see the module doc
     for the folder."""
     cfg = config or TransformerConfig()
-    default = os.path.join(
-        "runs", f"transformer-{cfg.src}-{cfg.tgt}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    default = default_run_dir("transformer", cfg, label=f"{cfg.src}-{cfg.tgt}")
     config, run_dir, data = prepare_run_dir(
         TransformerConfig, config, run_dir, resume, default, _load_checked
     )

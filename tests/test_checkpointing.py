@@ -1,6 +1,8 @@
 """Checkpoints: round trip, a corrupt newest checkpoint falls back, a missing one is clear."""
 
 import os
+import re
+import time
 import types
 
 import jax.numpy as jnp
@@ -110,3 +112,33 @@ def test_a_damaged_log_is_named_on_resume(tmp_path):
     path.write_text("garbage\n1\n")
     with pytest.raises(CheckpointError, match="line 2 has no number in column 'chunk'"):
         read_csv(str(path), ("chunk",))
+
+
+def test_default_run_dir_names():
+    """runs/<method>[-<label>]-seed<seed>-<date>-<time>-<microseconds>: the label is the
+    config's env_id unless given, "" drops it, "/" cannot make a subfolder, and two runs
+    started in the same second get different folders."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Env:
+        env_id: str = "ALE/Pong-v5"
+        seed: int = 3
+
+    @dataclasses.dataclass
+    class NoEnv:
+        seed: int = 0
+
+    pattern = r"runs/{}-seed{}-\d{{8}}-\d{{6}}-\d{{6}}"
+    assert re.fullmatch(pattern.format("dqn-ALE_Pong-v5", 3), runner.default_run_dir("dqn", Env()))
+    named = runner.default_run_dir("alphazero", Env(), label="connect_four")
+    assert re.fullmatch(pattern.format("alphazero-connect_four", 3), named)
+    assert re.fullmatch(
+        pattern.format("ddpm", 0), runner.default_run_dir("ddpm", NoEnv(), label="")
+    )
+    assert re.fullmatch(pattern.format("x-run", 0), runner.default_run_dir("x", NoEnv()))
+    names = set()
+    for _ in range(3):
+        names.add(runner.default_run_dir("ddpm", NoEnv(), label=""))
+        time.sleep(0.001)
+    assert len(names) == 3

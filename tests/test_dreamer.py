@@ -10,8 +10,10 @@ import pytest
 
 from rlax_zoo import cli
 from rlax_zoo.agents import dreamer as D
+from rlax_zoo.checkpointing import CheckpointError
 from rlax_zoo.config import ConfigError
 from rlax_zoo.envs.chain import make_chain
+from rlax_zoo.envs.envpool_env import EnvError
 
 # A configuration small enough to learn the chain in seconds.
 SMALL = dict(
@@ -189,48 +191,32 @@ def test_dreamer_learns_the_chain():
     assert all(np.isfinite(rows[-1][k]) for k in ("model_loss", "actor_loss", "critic_loss"))
 
 
+# A configuration that runs in seconds: for runs and resumes, not for learning.
+TINY = dict(
+    prefill=16,
+    env_steps=2,
+    units=16,
+    deter=16,
+    batch_size=4,
+    sequence_length=8,
+    horizon=3,
+    iterations=4,
+    eval_every=2,
+)
+
+
 def test_cli_run_resume_is_exact(tmp_path):
     """`rlax-zoo train dreamer` on the chain, interrupted after a chunk and resumed, ends in
     the state of an uninterrupted run."""
-    flags = [
-        "--env",
-        "Chain-v0",
-        "--prefill",
-        "16",
-        "--env-steps",
-        "2",
-        "--units",
-        "16",
-        "--deter",
-        "16",
-        "--batch-size",
-        "4",
-        "--sequence-length",
-        "8",
-        "--horizon",
-        "3",
-        "--iterations",
-        "4",
-        "--eval-every",
-        "2",
-    ]
+    flags = ["--env", "Chain-v0"]
+    for name, value in TINY.items():
+        flags += ["--" + name.replace("_", "-"), str(value)]
     whole = str(tmp_path / "whole")
     assert cli.main(["train", "dreamer", "--run-dir", whole, *flags]) == 0
     with open(os.path.join(whole, "results.json")) as f:
         results = json.load(f)
     assert results["iterations"] == 4 and results["env_steps"] == (16 + 4 * 2) * 4
-    config = D.DreamerConfig(
-        env_id="Chain-v0",
-        prefill=16,
-        env_steps=2,
-        units=16,
-        deter=16,
-        batch_size=4,
-        sequence_length=8,
-        horizon=3,
-        iterations=4,
-        eval_every=2,
-    )
+    config = D.DreamerConfig(env_id="Chain-v0", **TINY)
     part = str(tmp_path / "part")
     first = D.run_dreamer(config, run_dir=part, progress=False, max_chunks=1)
     assert first.interrupted and not first.results and int(first.state.iteration) == 2
@@ -240,11 +226,44 @@ def test_cli_run_resume_is_exact(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_envpool_run_resume_replays_the_action_log(tmp_path):
+    """envpool's CartPole stepped in the jitted loop: the action log holds every action
+    (the replay's too), and a run interrupted after a chunk and resumed, with a fresh env
+    replayed through the log, ends in the state of an uninterrupted run. A log that does not
+    lead to the saved observations is refused."""
+    config = D.DreamerConfig(env_id="CartPole-v1", envpool=True, **TINY)
+    ref = D.run_dreamer(config, run_dir=str(tmp_path / "ref"), progress=False)
+    n, steps = config.num_envs, 16 + 4 * 2
+    assert ref.state.action_log.shape == (steps, n) and int(ref.state.env_steps) == steps * n
+    replay = ref.state.replay
+    np.testing.assert_array_equal(ref.state.action_log, replay.action[:steps])
+    assert np.all(np.isin(np.asarray(ref.state.action_log), [0, 1]))
+    part = str(tmp_path / "part")
+    first = D.run_dreamer(config, run_dir=part, progress=False, max_chunks=1)
+    assert first.interrupted and int(first.state.iteration) == 2
+    resumed = D.run_dreamer(resume=part, progress=False)
+    same = lambda s: s._replace(carry=s.carry._replace(env=None))  # handles name their env
+    for a, b in zip(
+        jax.tree.leaves(same(resumed.state)), jax.tree.leaves(same(ref.state)), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # a damaged log: replaying it does not reach the saved observations
+    damaged = first.state._replace(action_log=1 - first.state.action_log)
+    with pytest.raises(CheckpointError, match="did not reproduce the saved observations"):
+        D.reconnect_envpool(D.make_env(config), damaged)
+
+
 def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match="replay_capacity"):
         D.check_config(D.DreamerConfig(replay_capacity=100, num_envs=4, prefill=64))
     with pytest.raises(ConfigError, match="prefill"):
         D.check_config(D.DreamerConfig(prefill=8, sequence_length=16))
+    with pytest.raises(ConfigError, match="env_id: 'Acrobot-v1' is not a pure-JAX"):
+        D.check_config(D.DreamerConfig(env_id="Acrobot-v1"))
+    with pytest.raises(EnvError, match="env_id: unknown environment 'Chain-v0'"):
+        D.check_config(D.DreamerConfig(env_id="Chain-v0", envpool=True))
+    with pytest.raises(ConfigError, match="env_id: 'Pong-v5' observes"):
+        D.make_dreamer(D.DreamerConfig(env_id="Pong-v5", envpool=True, num_envs=1))
 
 
 def test_benchmark_trailing_means_hand_computed():

@@ -33,7 +33,9 @@ Termination and truncation differ: only termination sets the continue target to 
 a time-limit end keeps c = 1 (the model bootstraps through it) and only resets the state.
 
 Acting: `num_envs` pure-JAX environments (CartPole-v1, `rlax_zoo.envs.jax_cartpole`, or the
-chain of `rlax_zoo.envs.chain`; envpool's step contract and auto-reset) step inside the
+chain of `rlax_zoo.envs.chain`; envpool's step contract and auto-reset) or, with `envpool`,
+envpool's environments through their xla step (any id with vector observations and discrete
+actions: CartPole-v1, Acrobot-v1, MountainCar-v0, ...) step inside the
 jitted loop; the agent filters its posterior
 state online and samples the actor's action. One iteration = `env_steps` steps of every
 env into the replay, then `updates_per_iteration` updates (world model, critic, actor),
@@ -46,8 +48,11 @@ paper's value).
 
 `rlax-zoo train dreamer` writes a run folder (config.json, metrics.csv, results.json,
 checkpoints/) through `rlax_zoo.runner.drive_config_chunks`: resume, Ctrl-C (checkpoint,
-then exit) and a time budget as for every chunked trainer. The environments live in the
-state, so a resumed run continues the very episodes it stopped in.
+then exit) and a time budget as for every chunked trainer. Pure-JAX environments live in
+the state, so a resumed run continues the very episodes it stopped in; an envpool env cannot
+be saved, so its run logs every action (`DreamerState.action_log`) and a resumed run
+replays them through a fresh env (`reconnect_envpool`), which continues the same episodes
+too.
 """
 
 from __future__ import annotations
@@ -63,8 +68,15 @@ import numpy as np
 import optax
 
 from rlax_zoo import world_model as wm
+from rlax_zoo.checkpointing import CheckpointError
 from rlax_zoo.config import ConfigError, option, time_budget_option
 from rlax_zoo.envs.chain import make_chain
+from rlax_zoo.envs.envpool_env import (
+    VecEnv,
+    check_env_id,
+    make_vec_env,
+    replay_actions,
+)
 from rlax_zoo.envs.jax_cartpole import make_jax_cartpole
 from rlax_zoo.multistep import lambda_returns
 from rlax_zoo.runner import (
@@ -86,7 +98,14 @@ class DreamerConfig:
     network sizes are the paper's smallest model scaled down for a 2-core CPU."""
 
     env_id: str = option(
-        "CartPole-v1", "Environment (pure JAX, stepped in the jitted loop).", choices=tuple(ENVS)
+        "CartPole-v1",
+        "Environment: a pure-JAX one (CartPole-v1, Chain-v0) or, with --envpool, any envpool "
+        "id with vector observations and discrete actions (e.g. Acrobot-v1).",
+    )
+    envpool: bool = option(
+        False,
+        "Step env_id through envpool's xla interface inside the jitted loop (CartPole-v1 is "
+        "then envpool's, not the pure-JAX one); a resumed run replays the logged actions.",
     )
     seed: int = option(0, "Random seed (networks, environments, replay, imagination).", low=0)
     num_envs: int = option(4, "Environments stepped in lockstep.", low=1)
@@ -313,6 +332,9 @@ class DreamerState(NamedTuple):
     iteration: jax.Array  # int32
     env_steps: jax.Array  # int32, all envs together
     episodes: jax.Array  # int32
+    # envpool only: every action taken, [prefill + iterations * env_steps, num_envs] int32,
+    # row t the actions of step t; a resumed run replays them through a fresh env
+    action_log: jax.Array | None = None
 
 
 class Imagined(NamedTuple):
@@ -459,10 +481,32 @@ class DreamerTrainer(NamedTuple):
     critic: Head
     init: Any  # key -> DreamerState
     train_chunk: Any  # (state, n) -> (state, metrics dict of [n] arrays)
+    vec_env: VecEnv  # the environments that train_chunk steps
+
+
+def make_env(config: DreamerConfig) -> VecEnv:
+    """The config's `num_envs` environments (pure JAX, or envpool's with `envpool`), seeded
+    with config.seed; ConfigError for an envpool env with image observations."""
+    if not config.envpool:
+        return ENVS[config.env_id](config.num_envs, config.seed)
+    env = make_vec_env(config.env_id, config.num_envs, config.seed)
+    if len(env.obs_shape) != 1:
+        raise ConfigError(
+            f"env_id: {config.env_id!r} observes {env.obs_shape} arrays; this DreamerV3 takes "
+            "vector observations (no image encoder)"
+        )
+    return env
 
 
 def check_config(config: DreamerConfig) -> None:
     """ConfigError for fields that do not fit together."""
+    if not config.envpool and config.env_id not in ENVS:
+        raise ConfigError(
+            f"env_id: {config.env_id!r} is not a pure-JAX environment (one of "
+            f"{', '.join(ENVS)}); pass --envpool for envpool's ids"
+        )
+    if config.envpool:
+        check_env_id(config.env_id)
     per_env = config.replay_capacity // config.num_envs
     if per_env < max(config.prefill, config.sequence_length):
         raise ConfigError(
@@ -480,8 +524,7 @@ def check_config(config: DreamerConfig) -> None:
 def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
     """init / train_chunk for `config` (see the module doc)."""
     check_config(config)
-    make_env = ENVS[config.env_id]
-    probe = make_env(config.num_envs, config.seed)
+    probe = make_env(config)
     obs_size, num_actions, n = int(np.prod(probe.obs_shape)), probe.num_actions, config.num_envs
     model = WorldModel(
         obs_size,
@@ -537,6 +580,7 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
         action = jax.random.categorical(k_a, log_probs).astype(jnp.int32)
         record = (carry.obs, action, carry.reward, carry.terminated, first)
         env, (obs, reward, terminated, truncated, _) = probe.step(carry.env, action)
+        obs, reward = obs.astype(jnp.float32), reward.astype(jnp.float32)
         done = terminated | truncated
         episode_return = carry.episode_return + reward
         finished = jnp.where(done, episode_return, jnp.nan)
@@ -554,7 +598,10 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
         )
         return carry, record, finished
 
-    def collect(params, carry, replay, key, steps: int, random_actions: bool):
+    def collect(params, carry, replay, log, first_row, key, steps: int, random_actions: bool):
+        """`steps` steps of every env into the replay, and their actions into the action log
+        (envpool) from row `first_row` on: (carry, replay, log, finished returns or nan)."""
+
         def body(carry, k):
             carry, record, finished = act(params, carry, k, random_actions)
             return carry, (record, finished)
@@ -565,7 +612,9 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
         replay = SequenceReplay(
             *fields, (replay.next + steps) % cap, jnp.minimum(replay.size + steps, cap)
         )
-        return carry, replay, finished
+        if log is not None:
+            log = jax.lax.dynamic_update_slice(log, records[1], (first_row, 0))
+        return carry, replay, log, finished
 
     # --------------------------------------------------------------- learning
 
@@ -651,10 +700,17 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
 
     def iteration(state: DreamerState, _):
         key, k_collect, k_update = jax.random.split(state.key, 3)
-        carry, replay, finished = collect(
-            state.params, state.carry, state.replay, k_collect, config.env_steps, False
+        carry, replay, log, finished = collect(
+            state.params,
+            state.carry,
+            state.replay,
+            state.action_log,
+            state.env_steps // n,
+            k_collect,
+            config.env_steps,
+            False,
         )
-        state = state._replace(carry=carry, replay=replay, key=key)
+        state = state._replace(carry=carry, replay=replay, key=key, action_log=log)
         state, metrics = jax.lax.scan(
             update, state, jax.random.split(k_update, config.updates_per_iteration)
         )
@@ -673,10 +729,17 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
         """`iterations` iterations: (state, metrics dict of [iterations] arrays)."""
         return jax.lax.scan(iteration, state, None, length=iterations)
 
+    unused_env = [True]  # envpool: the env is at its first observation until init steps it
+
     def init(key) -> DreamerState:
+        """Fresh networks, and the prefill's random steps from the envs' first observations
+        (an envpool env used by an earlier init is reset first, so that these match it)."""
         k_model, k_actor, k_critic, k_prefill, key = jax.random.split(key, 5)
-        env = make_env(n, config.seed)
-        obs = jnp.asarray(env.first_obs)
+        env = probe if config.envpool else make_env(config)
+        obs = jnp.asarray(env.first_obs, jnp.float32)
+        if config.envpool and not unused_env[0]:
+            obs = jnp.asarray(env.env.reset()[0], jnp.float32)
+        unused_env[0] = False
         feat = jnp.zeros((1, config.deter + config.groups * config.classes))
         params = dict(
             model=model.init(k_model, obs, jnp.zeros((n, num_actions))),
@@ -706,8 +769,13 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
             jnp.int32(0),
             jnp.int32(0),
         )
-        prefill = jax.jit(collect, static_argnums=(4, 5))
-        carry, replay, finished = prefill(params, carry, replay, k_prefill, config.prefill, True)
+        log = None
+        if config.envpool:
+            log = jnp.zeros((config.prefill + config.iterations * config.env_steps, n), jnp.int32)
+        prefill = jax.jit(collect, static_argnums=(6, 7))
+        carry, replay, log, finished = prefill(
+            params, carry, replay, log, 0, k_prefill, config.prefill, True
+        )
         episodes = jnp.int32(np.sum(~np.isnan(np.asarray(finished))))
         return DreamerState(
             params,
@@ -719,9 +787,10 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
             jnp.int32(0),
             jnp.int32(config.prefill * n),
             episodes,
+            log,
         )
 
-    return DreamerTrainer(model, actor_net, critic, init, train_chunk)
+    return DreamerTrainer(model, actor_net, critic, init, train_chunk, probe)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -753,6 +822,20 @@ def chunk_row(state: DreamerState, metrics: dict) -> dict:
     return row
 
 
+def reconnect_envpool(vec_env: VecEnv, state: DreamerState) -> DreamerState:
+    """A restored envpool run's state with a live env: `vec_env` (fresh, never stepped)
+    replayed through the logged actions, which must lead to the saved observations
+    (CheckpointError otherwise); a checkpoint cannot hold envpool's env itself."""
+    steps = int(state.env_steps) // vec_env.num_envs
+    handle, obs = replay_actions(vec_env, np.asarray(state.action_log[:steps]))
+    if not np.array_equal(obs.astype(np.float32), np.asarray(state.carry.obs)):
+        raise CheckpointError(
+            "resume: replaying the logged actions did not reproduce the saved observations "
+            "(is this the same envpool version and env?)"
+        )
+    return state._replace(carry=state.carry._replace(env=handle))
+
+
 def run_dreamer(
     config: DreamerConfig | None = None,
     run_dir: str | None = None,
@@ -766,6 +849,13 @@ def run_dreamer(
         DreamerConfig, config, run_dir, resume, default, check_config
     )
     trainer = make_dreamer(config)
+    template = trainer.init(jax.random.PRNGKey(config.seed))
+    on_restore = None
+    if resume is not None and config.envpool:
+        trainer = make_dreamer(config)  # an env never stepped, to replay the log through
+
+        def on_restore(state):
+            return reconnect_envpool(trainer.vec_env, state)
 
     def after_chunk(state, chunk, m, dt, total_seconds):
         row = dict(chunk=chunk, **chunk_row(state, m))
@@ -782,12 +872,13 @@ def run_dreamer(
     loop = drive_config_chunks(
         run_dir,
         config,
-        trainer.init(jax.random.PRNGKey(config.seed)),
+        template,
         trainer.train_chunk,
         after_chunk,
         resume is not None,
         max_chunks,
         what="the world model's, critic's or actor's loss",
+        on_restore=on_restore,
     )
     results = {}
     if not loop.interrupted:

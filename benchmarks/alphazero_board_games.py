@@ -3,6 +3,7 @@
     python benchmarks/alphazero_board_games.py [--seeds 0,1,2] [--set field=value ...]
         [--out JSON]
     python benchmarks/alphazero_board_games.py --search [--repeats 7] [--out JSON]
+    python benchmarks/alphazero_board_games.py --self-play [--repeats 7] [--out JSON]
     python benchmarks/alphazero_board_games.py --evaluate RUN_DIR [--set eval_simulations=64 ...]
 
 Learning: trains `rlax-zoo train alphazero`'s config (plus --set overrides; tic-tac-toe by
@@ -15,6 +16,12 @@ the agent playing the network's most probable legal move (no search); and the fr
 
 --evaluate: a finished run's network evaluated again with its evaluation fields changed
 (`evaluate_alphazero`: eval_games, eval_simulations, opponent_simulations), e.g. with search.
+
+--self-play: self-play's throughput, lockstep against continuous (`self_play`), the default
+config of each game otherwise, untrained networks, no gradient steps: seconds per iteration
+and new replay positions per second, in one process, interleaved, median of `--repeats`
+iterations after 3 that compile and fill continuous self-play's slots. An iteration searches
+num_actors x max_moves positions in both; lockstep's include the ended games' idle moves.
 
 --search: one batched search (`rlax_zoo.mcts.search`) against mctx's `muzero_policy` (if
 mctx is installed: `pip install mctx`, not a dependency) on the same model (the game's rules,
@@ -131,14 +138,66 @@ def time_search(game_name: str, repeats: int) -> list[dict]:
     return rows
 
 
+def time_self_play(game_name: str, repeats: int, warm_up: int = 3) -> dict:
+    """One self-play iteration (no gradient steps), lockstep against continuous, interleaved:
+    seconds and new replay positions per iteration (see the module doc)."""
+    import jax
+    import numpy as np
+
+    from rlax_zoo.agents.alphazero import make_alphazero
+
+    states, trainers, positions = {}, {}, {}
+    num_actors = AlphaZeroConfig().num_actors
+    for mode in ("lockstep", "continuous"):
+        cfg = AlphaZeroConfig(game=game_name, self_play=mode, updates_per_iteration=0)
+        trainers[mode] = make_alphazero(cfg)
+        state = trainers[mode].init(jax.random.PRNGKey(0))
+        state, _ = trainers[mode].train_chunk(state, warm_up)  # compiles; fills the slots
+        states[mode], positions[mode] = state, []
+
+    def call(mode):
+        def run(r):  # noqa: ARG001
+            state, m = trainers[mode].train_chunk(states[mode], 1)
+            done = m.get("games_finished", np.full(1, num_actors))
+            positions[mode].append(float(np.asarray(m["game_length"] * done).sum()))
+            states[mode] = jax.block_until_ready(state)
+
+        return run
+
+    times = interleaved_seconds({mode: call(mode) for mode in states}, repeats)
+    row = dict(game=game_name, num_actors=num_actors, simulations=cfg.num_simulations)
+    for mode in states:
+        row[f"{mode}_s"] = statistics.median(times[mode])
+        row[f"{mode}_positions"] = statistics.median(positions[mode])
+        row[f"{mode}_positions_per_s"] = statistics.median(
+            [n / t for n, t in zip(positions[mode], times[mode], strict=True)]
+        )
+    row["continuous_over_lockstep"] = (
+        row["continuous_positions_per_s"] / row["lockstep_positions_per_s"]
+    )
+    print(
+        f"{game_name}: lockstep {row['lockstep_s']:.2f} s for {row['lockstep_positions']:.0f} "
+        f"positions, continuous {row['continuous_s']:.2f} s for "
+        f"{row['continuous_positions']:.0f}; positions/s continuous / lockstep "
+        f"{row['continuous_over_lockstep']:.2f}x",
+        flush=True,
+    )
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0", help="Comma-separated seeds, one run each.")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     p.add_argument("--run-dir", default=None, help="Folder for the runs (default: a temp dir).")
     p.add_argument("--search", action="store_true", help="Time the search against mctx.")
+    p.add_argument(
+        "--self-play", action="store_true", help="Time lockstep against continuous self-play."
+    )
     p.add_argument("--evaluate", default=None, metavar="RUN_DIR", help="Evaluate a run again.")
-    p.add_argument("--games", default="tic_tac_toe,connect_four", help="Games for --search.")
+    p.add_argument(
+        "--games", default="tic_tac_toe,connect_four", help="Games for --search, --self-play."
+    )
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", default=None, help="Write the results as JSON here.")
     args = p.parse_args()
@@ -154,6 +213,8 @@ def main() -> None:
         out = dict(run_dir=args.evaluate, changes=changes, evaluation=result)
         print(f"{changes}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
         print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    elif args.self_play:
+        out = dict(self_play=[time_self_play(g, args.repeats) for g in args.games.split(",")])
     elif args.search:
         out = dict(search=[r for g in args.games.split(",") for r in time_search(g, args.repeats)])
     else:

@@ -5,10 +5,11 @@ self-play with MCTS, the loss of eq. (1)); Silver et al. 2018, "A general reinfo
 learning algorithm that masters chess, shogi, and Go through self-play" (AlphaZero: one
 network trained continually, no evaluator gate, draws scored 0, Dirichlet root noise).
 
-One iteration, all of it one jitted function of an explicit state:
-  1. Self-play: `num_actors` games from the empty board, in lockstep. At every move each game
-     runs `num_simulations` simulations of PUCT search (`rlax_zoo.mcts.search`) whose model
-     is the game's own rules and whose leaves are valued by the network (f_theta(s) = (p, v)),
+One iteration, jitted functions of an explicit state:
+  1. Self-play: `num_actors` games from the empty board, in lockstep (or continuous: below).
+     At every move each game runs `num_simulations` simulations of PUCT search
+     (`rlax_zoo.mcts.search`) whose model is the game's own rules and whose leaves are
+     valued by the network (f_theta(s) = (p, v)),
      with Dirichlet noise on the root prior. The move is drawn in proportion to the root's
      visit counts for the first `temperature_moves` moves of a game and is the most visited
      one after that (AlphaGo Zero, "Self-play", tau -> 0). Each position keeps
@@ -46,8 +47,6 @@ results.json, checkpoints/) through `rlax_zoo.runner.drive_config_chunks`: resum
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -71,6 +70,7 @@ from rlax_zoo.envs.board_games import (
 from rlax_zoo.networks import PolicyValueNetwork
 from rlax_zoo.runner import (
     ChunkRun,
+    default_run_dir,
     drive_config_chunks,
     finished_run_config,
     prepare_run_dir,
@@ -598,9 +598,7 @@ def run_alphazero(
 ) -> AlphaZeroRun:
     """Train AlphaZero in a run folder (see the module doc); evaluation after every chunk."""
     cfg = config or AlphaZeroConfig()
-    default = os.path.join(
-        "runs", f"alphazero-{cfg.game}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    default = default_run_dir("alphazero", cfg, label=cfg.game)
     config, run_dir, _ = prepare_run_dir(
         AlphaZeroConfig, config, run_dir, resume, default, check_config
     )

@@ -521,21 +521,34 @@ def make_evaluation(config, game: BoardGame, network, search, solved):
         return jax.random.categorical(key, jnp.where(allowed, 0.0, -jnp.inf)).astype(jnp.int32)
 
     def play(params, key, opponent):
+        """The g games against `opponent`, the agent in seat i % 2 of game i. Every move is
+        legal, so at move t every live game's mover is player t % 2: the agent moves in the
+        games of parity t % 2 and the opponent in the others, and each side is computed for
+        its g / 2 games only (ended games ignore their action)."""
         states = jax.vmap(lambda _: game.init())(seats)
 
-        def move(states, k):
+        def half(tree, parity):  # games i with i % 2 == parity: [g / 2, ...]
+            return jax.tree.map(
+                lambda x: jnp.take(x.reshape((g // 2, 2) + x.shape[1:]), parity, axis=1), tree
+            )
+
+        def move(states, inputs):
+            t, k = inputs
             agent_key, opp_key = jax.random.split(k)
-            mine = agent_action(params, agent_key, states)
+            mine = agent_action(params, agent_key, half(states, t % 2))
+            other = half(states, 1 - t % 2)
             if opponent == "mcts":
-                theirs = pure_mcts_action(opp_key, states)
+                theirs = pure_mcts_action(opp_key, other)
             elif opponent == "perfect":
-                theirs = uniform_among(opp_key, optimal_table[board_index_jax(states.board)])
+                theirs = uniform_among(opp_key, optimal_table[board_index_jax(other.board)])
             else:
-                theirs = uniform_among(opp_key, states.legal_action_mask)
-            action = jnp.where(states.current_player == seats, mine, theirs)
+                theirs = uniform_among(opp_key, other.legal_action_mask)
+            agent_column = (jnp.arange(2) == t % 2)[None]
+            action = jnp.where(agent_column, mine[:, None], theirs[:, None]).reshape(g)
             return jax.vmap(game.step)(states, action.astype(jnp.int32)), None
 
-        final, _ = jax.lax.scan(move, states, jax.random.split(key, game.max_moves))
+        steps = (jnp.arange(game.max_moves), jax.random.split(key, game.max_moves))
+        final, _ = jax.lax.scan(move, states, steps)
         z = outcome_for(final.winner, seats)
         return jnp.mean(z > 0), jnp.mean(z == 0), jnp.mean(z < 0)
 

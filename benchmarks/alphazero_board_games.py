@@ -147,7 +147,8 @@ def time_self_play(game_name: str, repeats: int, warm_up: int = 3) -> dict:
     from rlax_zoo.agents.alphazero import make_alphazero
 
     states, trainers, positions = {}, {}, {}
-    num_actors = AlphaZeroConfig().num_actors
+    defaults = AlphaZeroConfig()
+    num_actors = defaults.num_actors
     for mode in ("lockstep", "continuous"):
         cfg = AlphaZeroConfig(game=game_name, self_play=mode, updates_per_iteration=0)
         trainers[mode] = make_alphazero(cfg)
@@ -165,7 +166,7 @@ def time_self_play(game_name: str, repeats: int, warm_up: int = 3) -> dict:
         return run
 
     times = interleaved_seconds({mode: call(mode) for mode in states}, repeats)
-    row = dict(game=game_name, num_actors=num_actors, simulations=cfg.num_simulations)
+    row = dict(game=game_name, num_actors=num_actors, simulations=defaults.num_simulations)
     for mode in states:
         row[f"{mode}_s"] = statistics.median(times[mode])
         row[f"{mode}_positions"] = statistics.median(positions[mode])

@@ -34,12 +34,11 @@ a time-limit end keeps c = 1 (the model bootstraps through it) and only resets t
 
 Acting: `num_envs` pure-JAX environments (CartPole-v1, `rlax_zoo.envs.jax_cartpole`, or the
 chain of `rlax_zoo.envs.chain`; envpool's step contract and auto-reset) or, with `envpool`,
-envpool's environments through their xla step (any id with vector observations and discrete
-actions: CartPole-v1, Acrobot-v1, MountainCar-v0, ...) step inside the
-jitted loop; the agent filters its posterior
-state online and samples the actor's action. One iteration = `env_steps` steps of every
-env into the replay, then `updates_per_iteration` updates (world model, critic, actor),
-all one jitted `lax.scan` over iterations per chunk.
+envpool's own (any id with vector observations and discrete actions: CartPole-v1,
+Acrobot-v1, MountainCar-v0, ...; through their xla step) step inside the jitted loop; the
+agent filters its posterior state online and samples the actor's action. One iteration =
+`env_steps` steps of every env into the replay, then `updates_per_iteration` updates (world
+model, critic, actor), all one jitted `lax.scan` over iterations per chunk.
 
 The defaults are the paper's algorithm at CPU scale: small networks (GRU 128, 8 x 8 latents,
 128 units), sequences of 16 x 32, and learning rates, discount and train ratio chosen on

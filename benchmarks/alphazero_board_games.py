@@ -17,11 +17,12 @@ the agent playing the network's most probable legal move (no search); and the fr
 --evaluate: a finished run's network evaluated again with its evaluation fields changed
 (`evaluate_alphazero`: eval_games, eval_simulations, opponent_simulations), e.g. with search.
 
---self-play: self-play's throughput, lockstep against continuous (`self_play`), the default
-config of each game otherwise, untrained networks, no gradient steps: seconds per iteration
-and new replay positions per second, in one process, interleaved, median of `--repeats`
-iterations after 3 that compile and fill continuous self-play's slots. An iteration searches
-num_actors x max_moves positions in both; lockstep's include the ended games' idle moves.
+--self-play: self-play's throughput, lockstep against continuous (`self_play`) and lockstep
+with tree reuse (`tree_reuse`), the default config of each game otherwise, untrained
+networks, no gradient steps: seconds per iteration and new replay positions per second, in
+one process, interleaved, median of `--repeats` iterations after 3 that compile and fill
+continuous self-play's slots. An iteration searches num_actors x max_moves positions in all
+three; lockstep's include the ended games' idle moves.
 
 --search: one batched search (`rlax_zoo.mcts.search`) against mctx's `muzero_policy` (if
 mctx is installed: `pip install mctx`, not a dependency) on the same model (the game's rules,
@@ -138,8 +139,13 @@ def time_search(game_name: str, repeats: int) -> list[dict]:
     return rows
 
 
+SELF_PLAY_MODES = dict(
+    lockstep={}, continuous=dict(self_play="continuous"), lockstep_reuse=dict(tree_reuse=True)
+)
+
+
 def time_self_play(game_name: str, repeats: int, warm_up: int = 3) -> dict:
-    """One self-play iteration (no gradient steps), lockstep against continuous, interleaved:
+    """One self-play iteration (no gradient steps) of each of SELF_PLAY_MODES, interleaved:
     seconds and new replay positions per iteration (see the module doc)."""
     import jax
     import numpy as np
@@ -149,8 +155,8 @@ def time_self_play(game_name: str, repeats: int, warm_up: int = 3) -> dict:
     states, trainers, positions = {}, {}, {}
     defaults = AlphaZeroConfig()
     num_actors = defaults.num_actors
-    for mode in ("lockstep", "continuous"):
-        cfg = AlphaZeroConfig(game=game_name, self_play=mode, updates_per_iteration=0)
+    for mode, changes in SELF_PLAY_MODES.items():
+        cfg = AlphaZeroConfig(game=game_name, updates_per_iteration=0, **changes)
         trainers[mode] = make_alphazero(cfg)
         state = trainers[mode].init(jax.random.PRNGKey(0))
         state, _ = trainers[mode].train_chunk(state, warm_up)  # compiles; fills the slots
@@ -173,14 +179,21 @@ def time_self_play(game_name: str, repeats: int, warm_up: int = 3) -> dict:
         row[f"{mode}_positions_per_s"] = statistics.median(
             [n / t for n, t in zip(positions[mode], times[mode], strict=True)]
         )
-    row["continuous_over_lockstep"] = (
-        row["continuous_positions_per_s"] / row["lockstep_positions_per_s"]
-    )
+    for mode in states:
+        if mode != "lockstep":
+            row[f"{mode}_over_lockstep"] = (
+                row[f"{mode}_positions_per_s"] / row["lockstep_positions_per_s"]
+            )
     print(
-        f"{game_name}: lockstep {row['lockstep_s']:.2f} s for {row['lockstep_positions']:.0f} "
-        f"positions, continuous {row['continuous_s']:.2f} s for "
-        f"{row['continuous_positions']:.0f}; positions/s continuous / lockstep "
-        f"{row['continuous_over_lockstep']:.2f}x",
+        f"{game_name}: "
+        + ", ".join(
+            f"{mode} {row[f'{mode}_s']:.2f} s for {row[f'{mode}_positions']:.0f} positions"
+            for mode in states
+        )
+        + "; positions/s against lockstep: "
+        + ", ".join(
+            f"{mode} {row[f'{mode}_over_lockstep']:.2f}x" for mode in states if mode != "lockstep"
+        ),
         flush=True,
     )
     return row
@@ -193,7 +206,9 @@ def main() -> None:
     p.add_argument("--run-dir", default=None, help="Folder for the runs (default: a temp dir).")
     p.add_argument("--search", action="store_true", help="Time the search against mctx.")
     p.add_argument(
-        "--self-play", action="store_true", help="Time lockstep against continuous self-play."
+        "--self-play",
+        action="store_true",
+        help="Time lockstep self-play against continuous and against tree reuse.",
     )
     p.add_argument("--evaluate", default=None, metavar="RUN_DIR", help="Evaluate a run again.")
     p.add_argument(

@@ -34,7 +34,18 @@ every other node) are never selected. With `dirichlet_fraction` eps > 0 the root
 Layout (mctx's): the tree is one NamedTuple of fixed-shape arrays, batch B, nodes
 N = num_simulations + 1, actions A; node 0 is the root, the node made by simulation k is k + 1.
 Selection and backup are written for one tree and vmapped; the model is called once per
-simulation for the whole batch. Shapes in the docstrings use these letters.
+simulation for the whole batch. Shapes in the docstrings use these letters. Visit counts and
+mean values are kept on the edges (N(s, a), Q's V(s')) as well as on the nodes, as AlphaGo
+Zero stores its statistics on edges.
+
+Tree reuse (AlphaGo Zero, "Search algorithm": "the child node corresponding to the played
+action becomes the new root node; the subtree below this child is retained along with all its
+statistics"): `subtree(tree, action)` keeps that child's subtree, renumbered from 0 in the same
+order, and `search(..., tree=that)` runs num_simulations more simulations from it, the new
+nodes numbered after the kept ones. Start a game's trees with `empty_tree(root, N)` for a
+fixed N > num_simulations + 1; a search keeps at most the first N - num_simulations nodes of
+the tree it is given (the oldest: a connected tree from the root), and an edge to a dropped
+node keeps its count and value, so N(s) = 1 + sum_a N(s, a) still holds at every node.
 """
 
 from __future__ import annotations
@@ -194,6 +205,34 @@ def _empty_tree(root: RootFnOutput, root_invalid: Array, prior: Array, num_nodes
     )
 
 
+def _continued_tree(
+    root: RootFnOutput, invalid: Array, prior: Array, tree: Tree, num_simulations: int
+) -> Tree:
+    """`search`'s start from a given tree (see its `tree` argument): [B, N, ...]."""
+    chex.assert_shape(tree.node_visits, (prior.shape[0], None))
+    num_nodes = tree.node_visits.shape[1]
+    if num_nodes < num_simulations + 1:
+        raise ValueError(
+            f"tree: must have at least num_simulations + 1 = {num_simulations + 1} nodes, "
+            f"got {num_nodes}"
+        )
+    has_root = tree.node_visits[:, ROOT_INDEX] > 0
+    nodes = jnp.arange(num_nodes)
+    tree = jax.vmap(
+        lambda t: _compact(t, t.node_visits > 0, nodes == ROOT_INDEX, num_nodes - num_simulations)
+    )(tree)
+    tree = tree._replace(
+        children_prior=tree.children_prior.at[:, ROOT_INDEX].set(prior),
+        invalid_actions=tree.invalid_actions.at[:, ROOT_INDEX].set(invalid),
+    )
+    fresh = _empty_tree(root, invalid, prior, num_nodes)
+
+    def pick(kept, new):
+        return jnp.where(has_root.reshape((-1,) + (1,) * (kept.ndim - 1)), kept, new)
+
+    return jax.tree.map(pick, tree, fresh)
+
+
 def _select(tree: Tree, pb_c_init, pb_c_base, unvisited_value) -> tuple[Array, Array]:
     """Descend one (unbatched) tree by PUCT to the first edge with no node: (parent, action).
 
@@ -239,14 +278,18 @@ def _backup(tree: Tree, leaf: Array) -> Tree:
     def body(carry):
         tree, node, g = carry
         parent, action = tree.parents[node], tree.action_from_parent[node]
+        # the edge's own statistics take the child's value g (they equal the child node's
+        # unless `subtree` dropped an older node along this edge)
+        n_edge = tree.children_visits[parent, action]
+        edge_value = (tree.children_values[parent, action] * n_edge + g) / (n_edge + 1)
         g = tree.children_rewards[parent, action] + tree.children_discounts[parent, action] * g
         n = tree.node_visits[parent]
         value = (tree.node_values[parent] * n + g) / (n + 1)
         tree = tree._replace(
             node_visits=tree.node_visits.at[parent].set(n + 1),
             node_values=tree.node_values.at[parent].set(value),
-            children_visits=tree.children_visits.at[parent, action].set(tree.node_visits[node]),
-            children_values=tree.children_values.at[parent, action].set(tree.node_values[node]),
+            children_visits=tree.children_visits.at[parent, action].set(n_edge + 1),
+            children_values=tree.children_values.at[parent, action].set(edge_value),
         )
         return tree, parent, g
 
@@ -254,6 +297,75 @@ def _backup(tree: Tree, leaf: Array) -> Tree:
         lambda carry: carry[1] != ROOT_INDEX, body, (tree, leaf, tree.raw_values[leaf])
     )
     return tree
+
+
+def _compact(tree: Tree, keep: Array, new_root: Array, limit: int) -> Tree:
+    """One (unbatched) tree with only the nodes `keep` [N] bool, renumbered in their order
+    from 0 (`new_root` [N] bool marks the one that becomes the root: no parent). Only the
+    first `limit` kept nodes stay; an edge to a dropped node becomes unexpanded and keeps
+    its visit count and value. Same shapes as `tree`; the rest of it holds no node."""
+    n = tree.node_visits.shape[0]
+    position = jnp.cumsum(keep) - 1
+    keep = keep & (position < limit)
+    new_index = jnp.where(keep, position, UNEXPANDED).astype(jnp.int32)
+    target = jnp.where(keep, position, n)  # n: out of bounds, dropped by the scatter
+
+    def move(leaf, empty):
+        return jnp.full_like(leaf, empty).at[target].set(leaf, mode="drop")
+
+    def renumber(index):
+        return jnp.where(index >= 0, new_index[jnp.maximum(index, 0)], index)
+
+    parents = jnp.where(new_root, NO_PARENT, renumber(tree.parents))
+    action_from_parent = jnp.where(new_root, NO_PARENT, tree.action_from_parent)
+    return Tree(
+        node_visits=move(tree.node_visits, 0),
+        node_values=move(tree.node_values, 0),
+        raw_values=move(tree.raw_values, 0),
+        parents=move(parents, NO_PARENT),
+        action_from_parent=move(action_from_parent, NO_PARENT),
+        children_index=move(renumber(tree.children_index), UNEXPANDED),
+        children_prior=move(tree.children_prior, 0),
+        children_visits=move(tree.children_visits, 0),
+        children_values=move(tree.children_values, 0),
+        children_rewards=move(tree.children_rewards, 0),
+        children_discounts=move(tree.children_discounts, 0),
+        invalid_actions=move(tree.invalid_actions, False),
+        embeddings=jax.tree.map(lambda e: move(e, 0), tree.embeddings),
+    )
+
+
+def subtree(tree: Tree, action: Array) -> Tree:
+    """AlphaGo Zero's tree reuse (Methods, "Search algorithm"): the root's child along
+    `action` [B] becomes the new root, "the subtree below this child is retained along with
+    all its statistics, while the remainder of the tree is discarded". Nodes keep their
+    order (parents before children) from index 0; a tree whose root has no child along
+    `action` comes back with no node, and `search` starts it from its root afresh.
+    tree: Tree [B, N, ...] -> Tree of the same shapes."""
+    n = tree.node_visits.shape[1]
+    rounds = max(1, (n - 1).bit_length())
+
+    def one(t: Tree, a: Array) -> Tree:
+        child = t.children_index[ROOT_INDEX, a]
+        nodes = jnp.arange(n)
+        inside = nodes == child  # the child is an ancestor-or-self, within 2^k steps
+        ancestor = t.parents  # the 2^k-th ancestor, -1 past the root
+        for _ in range(rounds):
+            valid = ancestor >= 0
+            inside = inside | (valid & inside[jnp.maximum(ancestor, 0)])
+            ancestor = jnp.where(valid, ancestor[jnp.maximum(ancestor, 0)], NO_PARENT)
+        return _compact(t, inside, nodes == child, n)
+
+    return jax.vmap(one)(tree, action.astype(jnp.int32))
+
+
+def empty_tree(root: RootFnOutput, num_nodes: int) -> Tree:
+    """A batch of trees with no node, shaped for `root` (prior_logits [B, A], value [B],
+    embedding) and `num_nodes` nodes: what `search(..., tree=)` takes before a game's first
+    move."""
+    b, a = root.prior_logits.shape
+    tree = _empty_tree(root, jnp.zeros((b, a), bool), jnp.zeros((b, a), jnp.float32), num_nodes)
+    return tree._replace(node_visits=jnp.zeros_like(tree.node_visits))
 
 
 def visit_policy(visits: Array, invalid: Array, temperature: Array | float) -> Array:
@@ -281,6 +393,7 @@ def search(
     dirichlet_fraction: float = 0.0,
     dirichlet_alpha: float = 0.3,
     temperature: Array | float = 0.0,
+    tree: Tree | None = None,
 ) -> SearchOutput:
     """Run `num_simulations` PUCT simulations from each of B roots (AlphaZero search).
 
@@ -295,6 +408,12 @@ def search(
       unvisited_value: Q of an edge never visited.
       dirichlet_fraction, dirichlet_alpha: the root noise eps and alpha (eps = 0: none).
       temperature: tau of `visit_policy` for the returned action, scalar or [B].
+      tree: a tree to continue (`subtree` of the last search's, for tree reuse; its N may
+        exceed num_simulations + 1): its root's statistics and subtree are kept, and its
+        root's prior is `root`'s (with fresh noise). Where it holds no node the root starts
+        afresh. To make room for the new simulations, only its first
+        N - num_simulations nodes are kept (the oldest; an edge to a dropped node keeps
+        its visit count and value, and a later simulation makes the node again).
     Returns:
       SearchOutput(action [B], action_weights [B, A], root_value [B], tree).
     """
@@ -314,7 +433,12 @@ def search(
         prior = dirichlet_root_prior(
             noise_key, prior, invalid_actions, dirichlet_alpha, dirichlet_fraction
         )
-    tree = _empty_tree(root, invalid_actions, prior, num_simulations + 1)
+    if tree is None:
+        tree = _empty_tree(root, invalid_actions, prior, num_simulations + 1)
+        used = jnp.ones((b,), jnp.int32)
+    else:
+        tree = _continued_tree(root, invalid_actions, prior, tree, num_simulations)
+        used = jnp.sum(tree.node_visits > 0, axis=1).astype(jnp.int32)
     select = jax.vmap(lambda t: _select(t, pb_c_init, pb_c_base, unvisited_value))
     b_index = jnp.arange(b)
 
@@ -324,7 +448,7 @@ def search(
         out, next_embedding = recurrent_fn(
             params, jax.random.fold_in(sim_key, sim), action, embedding
         )
-        new = jnp.full((b,), sim + 1, jnp.int32)
+        new = used + sim
         tree = _expand(tree, new, parent, action, out, next_embedding)
         return jax.vmap(_backup)(tree, new)
 

@@ -63,10 +63,12 @@ def softmax_masked(logits, invalid):
     return e / e.sum()
 
 
-def reference_search(tables, root_state, num_simulations, unvisited_value=0.0):
-    """The algorithm of the module docstring, one tree, in plain Python and float64."""
+def reference_search(tables, root_state, num_simulations, unvisited_value=0.0, nodes=None):
+    """The algorithm of the module docstring, one tree, in plain Python and float64; with
+    `nodes` (a list from `reference_subtree`), continues that tree instead."""
     m = tables["value"].shape[0]
-    nodes = []
+    reuse = nodes is not None
+    nodes = nodes if reuse else []
 
     def new_node(state, parent, action):
         nodes.append(
@@ -83,8 +85,9 @@ def reference_search(tables, root_state, num_simulations, unvisited_value=0.0):
         )
         return len(nodes) - 1
 
-    new_node(root_state, -1, -1)
-    nodes[0]["invalid"] = tables["invalid"][root_state]
+    if not reuse:
+        new_node(root_state, -1, -1)
+        nodes[0]["invalid"] = tables["invalid"][root_state]
     for _ in range(num_simulations):
         node = 0
         while True:
@@ -121,6 +124,27 @@ def reference_search(tables, root_state, num_simulations, unvisited_value=0.0):
     return nodes
 
 
+def reference_subtree(nodes, action):
+    """AlphaGo Zero's reuse on a reference tree: the root's child along `action` and its
+    descendants, renumbered in their old order (None if that child was never made)."""
+    child = nodes[0]["children"].get(action)
+    if child is None:
+        return None
+    keep = [child]
+    for j in range(child + 1, len(nodes)):
+        if nodes[j]["parent"] in keep:
+            keep.append(j)
+    index = {old: new for new, old in enumerate(keep)}
+    out = []
+    for old in keep:
+        n = dict(nodes[old])
+        n["parent"] = index.get(n["parent"], -1) if old != child else -1
+        n["action"] = n["action"] if old != child else -1
+        n["children"] = {a: index[c] for a, c in n["children"].items()}
+        out.append(n)
+    return out
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_search_matches_sequential_reference(seed):
     tables = random_tables(seed)
@@ -152,6 +176,110 @@ def test_search_matches_sequential_reference(seed):
         # invalid actions lead nowhere, at every node
         assert np.all(tree.children_index[i][tree.invalid_actions[i]] == mcts.UNEXPANDED)
     np.testing.assert_array_equal(out.action, np.argmax(out.action_weights, -1))
+
+
+def assert_tree_is_reference(tree, i, ref):
+    """Tree i of a batched tree holds exactly the reference's nodes, in its order."""
+    k = len(ref)
+    np.testing.assert_array_equal(tree.node_visits[i, :k], [n["visits"] for n in ref])
+    np.testing.assert_array_equal(tree.node_visits[i, k:], 0)  # no node past them
+    np.testing.assert_allclose(tree.node_values[i, :k], [n["value"] for n in ref], atol=1e-5)
+    np.testing.assert_array_equal(tree.parents[i, :k], [n["parent"] for n in ref])
+    np.testing.assert_array_equal(tree.action_from_parent[i, :k], [n["action"] for n in ref])
+    np.testing.assert_array_equal(tree.embeddings[i, :k], [n["state"] for n in ref])
+    for j, n in enumerate(ref):
+        children = np.full(tree.children_index.shape[-1], mcts.UNEXPANDED)
+        for a, c in n["children"].items():
+            children[a] = c
+            assert tree.children_visits[i, j, a] == ref[c]["visits"]
+        np.testing.assert_array_equal(tree.children_index[i, j], children)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tree_reuse_matches_the_reference(seed):
+    """Search 30 simulations in trees of 64 nodes, keep the subtree of the chosen action
+    (`subtree`), search 30 more from it: every step equals the reference's. An action whose
+    child was never made (an invalid one) leaves no node, and the next search starts afresh."""
+    tables = random_tables(seed)
+    root_fn, recurrent_fn = table_model(tables)
+    roots = jnp.array([0, 5, 17, 42, 99], jnp.int32)
+    key = jax.random.PRNGKey(0)
+
+    @jax.jit
+    def run(r, tree):
+        return mcts.search(
+            None, key, root_fn(r), recurrent_fn, 30, jnp.asarray(tables["invalid"])[r], tree=tree
+        )
+
+    first = run(roots, mcts.empty_tree(root_fn(roots), 64))
+    assert first.tree.node_visits.shape == (5, 64)
+    kept = jax.jit(mcts.subtree)(first.tree, first.action)
+    nxt = jnp.asarray(next_state(np.asarray(roots), np.asarray(first.action), 101), jnp.int32)
+    second = run(nxt, kept)
+    first_t, kept_t, second_t = (
+        jax.tree.map(np.asarray, x) for x in (first.tree, kept, second.tree)
+    )
+    for i, r in enumerate(np.asarray(roots)):
+        ref = reference_search(tables, int(r), 30)
+        assert_tree_is_reference(first_t, i, ref)
+        sub = reference_subtree(ref, int(first.action[i]))
+        assert_tree_is_reference(kept_t, i, sub)
+        size = len(sub)
+        assert size < 31  # the root's other children are gone
+        ref2 = reference_search(tables, int(nxt[i]), 30, nodes=sub)  # (extends sub)
+        assert_tree_is_reference(second_t, i, ref2)
+        assert second_t.node_visits[i, 0] == size + 30
+    # an invalid action was never expanded: no node is kept, the search starts afresh
+    invalid = np.asarray(tables["invalid"])[np.asarray(roots)].argmax(-1)
+    has_invalid = np.asarray(tables["invalid"])[np.asarray(roots)].any(-1)
+    empty = mcts.subtree(first.tree, jnp.asarray(invalid))
+    np.testing.assert_array_equal(np.asarray(empty.node_visits).sum(-1)[has_invalid], 0)
+    fresh = run(roots, empty)
+    for i, r in enumerate(np.asarray(roots)):
+        if has_invalid[i]:
+            assert_tree_is_reference(
+                jax.tree.map(np.asarray, fresh.tree), i, reference_search(tables, int(r), 30)
+            )
+
+
+def test_tree_reuse_keeps_the_oldest_nodes_when_full():
+    """A kept subtree larger than the room left (N - num_simulations) keeps its oldest
+    nodes: a connected tree from the root, the edges to dropped nodes unexpanded but with
+    their counts, so the root's visits still add up (N(s0) = 1 + sum_a N(s0, a))."""
+    tables = random_tables(4)
+    root_fn, recurrent_fn = table_model(tables)
+    roots = jnp.array([1, 2, 3, 4], jnp.int32)
+    invalid = jnp.asarray(tables["invalid"])[roots]
+    key = jax.random.PRNGKey(1)
+    first = mcts.search(
+        None,
+        key,
+        root_fn(roots),
+        recurrent_fn,
+        39,
+        invalid,
+        tree=mcts.empty_tree(root_fn(roots), 40),
+    )
+    kept = mcts.subtree(first.tree, first.action)
+    size = np.asarray(kept.node_visits > 0).sum(-1)
+    assert np.all(size > 10), size  # bigger than the 10 nodes of room below
+    nxt = jnp.asarray(next_state(np.asarray(roots), np.asarray(first.action), 101), jnp.int32)
+    second = mcts.search(
+        None, key, root_fn(nxt), recurrent_fn, 30, jnp.asarray(tables["invalid"])[nxt], tree=kept
+    )
+    t = jax.tree.map(np.asarray, second.tree)
+    k = jax.tree.map(np.asarray, kept)
+    for i in range(4):
+        assert np.all(t.node_visits[i] > 0)  # 10 kept + 30 new nodes fill all 40
+        assert t.node_visits[i, 0] == k.node_visits[i, 0] + 30
+        assert t.children_visits[i, 0].sum() == t.node_visits[i, 0] - 1
+        # the first 10 kept nodes are still there, with their links
+        np.testing.assert_array_equal(t.parents[i, 1:10], k.parents[i, 1:10])
+        np.testing.assert_array_equal(t.embeddings[i, :10], k.embeddings[i, :10])
+        # every node hangs from an older one along the edge that names it
+        for j in range(1, 40):
+            p, a = t.parents[i, j], t.action_from_parent[i, j]
+            assert 0 <= p < j and t.children_index[i, p, a] == j
 
 
 def test_hand_computed_tree():

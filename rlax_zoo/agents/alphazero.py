@@ -26,7 +26,11 @@ iterations: an iteration plays `moves_per_iteration` moves in every slot, a slot
 ends starts a new one at the next move, and the ended game's positions enter the buffer with
 its outcome, so every search is of a live position (AlphaZero's actors, which play without
 pause while the learner trains, in lockstep form). A game's moves may then come from
-successive networks, as in the papers' asynchronous self-play.
+successive networks, as in the papers' asynchronous self-play. With `tree_reuse` (either
+mode) each game's next search continues the subtree of the move just played (AlphaGo Zero's
+tree reuse, `rlax_zoo.mcts.subtree`): its num_simulations simulations add to the visits that
+subtree already holds, so pi_t counts both; trees have 2 num_simulations + 1 nodes.
+Evaluation's searches start afresh at every move.
 
 Evaluation (after each chunk, and at the end): games against a uniformly random player and,
 for games small enough to solve (tic-tac-toe), against a perfect player (NumPy negamax,
@@ -110,6 +114,13 @@ class AlphaZeroConfig:
         "the search cost of one lockstep iteration).",
         low=0,
     )
+    tree_reuse: bool = option(
+        False,
+        "Self-play keeps the subtree of the move played for the next move's search (AlphaGo "
+        "Zero's tree reuse): each search adds num_simulations simulations to the visits the "
+        "subtree already holds; trees have 2 * num_simulations + 1 nodes, of which the "
+        "oldest num_simulations + 1 of a subtree are kept.",
+    )
     temperature_moves: int = option(
         4,
         "Moves of each game drawn in proportion to the root's visit counts; later moves are "
@@ -158,12 +169,14 @@ class ActorGames(NamedTuple):
     """Continuous self-play's games in progress, one per slot: states (GameState [B]); the
     positions recorded so far in each game, time-major as in GameRecord: obs
     [T, B, H, W, 2] and policy [T, B, A] (rows at and after `length` are stale); length [B]
-    int32, the positions recorded in the slot's current game."""
+    int32, the positions recorded in the slot's current game; tree (with tree_reuse) the
+    search tree each slot's next move continues (`rlax_zoo.mcts.subtree`)."""
 
     states: GameState
     obs: jax.Array
     policy: jax.Array
     length: jax.Array
+    tree: mcts.Tree | None = None
 
 
 class AlphaZeroState(NamedTuple):
@@ -299,7 +312,7 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
     def fresh_games():
         return jax.vmap(lambda _: game.init())(jnp.arange(b))
 
-    def search(params, key, states, simulations, noise, temperature):
+    def search(params, key, states, simulations, noise, temperature, tree=None):
         return mcts.search(
             params,
             key,
@@ -312,25 +325,41 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
             dirichlet_fraction=config.dirichlet_fraction if noise else 0.0,
             dirichlet_alpha=config.dirichlet_alpha,
             temperature=temperature,
+            tree=tree,
         )
+
+    def blank_trees(params, states):
+        """Trees with no node for the games `states`, or None without tree_reuse."""
+        if not config.tree_reuse:
+            return None
+        return mcts.empty_tree(root_fn(params, states), 2 * config.num_simulations + 1)
+
+    def self_play_search(params, key, states, t, tree):
+        """A self-play move's search (noise; tau by the move number t [B] or scalar) and
+        the tree the next move continues (None without tree_reuse)."""
+        tau = jnp.where(t < config.temperature_moves, 1.0, 0.0)
+        out = search(params, key, states, config.num_simulations, True, tau, tree)
+        return out, (mcts.subtree(out.tree, out.action) if config.tree_reuse else None)
 
     def self_play(params, key) -> GameRecord:
         states = fresh_games()
 
-        def move(states, inputs):
+        def move(carry, inputs):
+            states, tree = carry
             t, k = inputs
-            tau = jnp.where(t < config.temperature_moves, 1.0, 0.0)
-            out = search(params, k, states, config.num_simulations, True, tau)
+            out, tree = self_play_search(params, k, states, t, tree)
             record = (
                 jax.vmap(game.observe)(states),
                 out.action_weights,
                 states.current_player,
                 ~states.terminated,
             )
-            return jax.vmap(game.step)(states, out.action), record
+            return (jax.vmap(game.step)(states, out.action), tree), record
 
         keys = jax.random.split(key, t_max)
-        final, (obs, policy, player, valid) = jax.lax.scan(move, states, (jnp.arange(t_max), keys))
+        (final, _), (obs, policy, player, valid) = jax.lax.scan(
+            move, (states, blank_trees(params, states)), (jnp.arange(t_max), keys)
+        )
         return GameRecord(obs, policy, outcome_for(final.winner[None], player), valid)
 
     moves = config.moves_per_iteration or t_max
@@ -340,8 +369,7 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
         ended write it into the replay and start a new one."""
         actors, replay = carry
         states, t = actors.states, actors.length
-        tau = jnp.where(t < config.temperature_moves, 1.0, 0.0)
-        out = search(params, k, states, config.num_simulations, True, tau)
+        out, tree = self_play_search(params, k, states, t, actors.tree)
         slots = jnp.arange(b)
         obs = actors.obs.at[t, slots].set(jax.vmap(game.observe)(states))
         policy = actors.policy.at[t, slots].set(out.action_weights)
@@ -357,7 +385,9 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
             fresh_games(),
             nxt,
         )
-        actors = ActorGames(states, obs, policy, jnp.where(ended, 0, length))
+        if tree is not None:  # a new game starts from an empty tree
+            tree = tree._replace(node_visits=jnp.where(ended[:, None], 0, tree.node_visits))
+        actors = ActorGames(states, obs, policy, jnp.where(ended, 0, length), tree)
         return (actors, add_to_replay(replay, record)), (ended, length, nxt.winner)
 
     def continuous_play(state: AlphaZeroState):
@@ -454,11 +484,13 @@ def make_alphazero(config: AlphaZeroConfig) -> AlphaZeroTrainer:
         )
         actors = None
         if config.self_play == "continuous":
+            states = fresh_games()
             actors = ActorGames(
-                fresh_games(),
+                states,
                 jnp.zeros((t_max, b) + game.obs_shape, jnp.float32),
                 jnp.zeros((t_max, b, game.num_actions), jnp.float32),
                 jnp.zeros((b,), jnp.int32),
+                blank_trees(params, states),
             )
         return AlphaZeroState(
             params, optimizer.init(params), replay, key, jnp.int32(0), jnp.int32(0), actors

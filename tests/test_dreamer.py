@@ -174,10 +174,12 @@ def test_replay_returns_cut_at_episode_ends():
     np.testing.assert_array_equal(mask[0], [1, 1, 0, 1, 1, 0, 1])
 
 
-def test_dreamer_learns_the_chain():
+@pytest.mark.parametrize("changes", [{}, dict(replay_bootstrap="imagined", actor_init_scale=0.01)])
+def test_dreamer_learns_the_chain(changes):
     """The learning curve: from a mostly random policy to the shortest path (4 moves and the
-    reset step per episode, return 1) within 400 iterations."""
-    config = D.DreamerConfig(**SMALL, iterations=400)
+    reset step per episode, return 1) within 400 iterations; also with the authors' code's
+    replay bootstrap and near-uniform first policy."""
+    config = D.DreamerConfig(**SMALL, iterations=400, **changes)
     trainer = D.make_dreamer(config)
     state = trainer.init(jax.random.PRNGKey(config.seed))
     rows = []
@@ -203,6 +205,41 @@ TINY = dict(
     iterations=4,
     eval_every=2,
 )
+
+
+def test_actor_init_scale_scales_the_first_policy():
+    """actor_init_scale multiplies the actor's output layer at initialisation (the same
+    draw), so the first policy's logits scale with it: 0 gives the uniform policy."""
+    feat = jax.random.normal(jax.random.PRNGKey(5), (16, 16 + 8 * 8))  # deter + groups*classes
+    logits = {}
+    for scale in (1.0, 0.01, 0.0):
+        trainer = D.make_dreamer(D.DreamerConfig(env_id="Chain-v0", actor_init_scale=scale, **TINY))
+        state = trainer.init(jax.random.PRNGKey(0))
+        logits[scale] = np.asarray(trainer.actor.apply(state.params["actor"], feat))
+    assert np.abs(logits[1.0]).max() > 0.1
+    np.testing.assert_allclose(logits[0.01], 0.01 * logits[1.0], rtol=1e-4, atol=1e-8)
+    np.testing.assert_array_equal(logits[0.0], 0.0)
+
+
+def test_replay_bootstrap_changes_only_the_critic():
+    """replay_bootstrap='imagined' feeds the replay loss's lambda-returns the imagined returns
+    R_0 instead of the critic's values: after one update from the same state, the world model
+    and the actor are the same as with 'critic', the critic and its slow copy are not."""
+    params = {}
+    for boot in ("critic", "imagined"):
+        trainer = D.make_dreamer(D.DreamerConfig(env_id="Chain-v0", replay_bootstrap=boot, **TINY))
+        state, _ = trainer.train_chunk(trainer.init(jax.random.PRNGKey(0)), 1)
+        params[boot] = state.params
+    for name in ("model", "actor", "critic", "slow_critic"):
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                jax.tree.leaves(params["critic"][name]),
+                jax.tree.leaves(params["imagined"][name]),
+                strict=True,
+            )
+        )
+        assert same == (name in ("model", "actor")), name
 
 
 def test_cli_run_resume_is_exact(tmp_path):

@@ -29,6 +29,9 @@ bonus. The critic also regresses lambda-returns of the replayed real sequences (
 rewards and terminations; `replay_returns`), weighted by `replay_critic_scale` (the authors'
 code's "repval" loss, scale 0.3; 0 gives v1's imagination-only critic): on CartPole this is
 what teaches it that a cart drifting to the edge is about to fail (benchmarks/RESULTS.md).
+Those returns bootstrap from the critic's values of the replayed states, or, with
+`replay_bootstrap` 'imagined', from the imagined return R_0 started at each (the authors'
+code); `actor_init_scale` 0.01 gives the authors' near-uniform first policy.
 Termination and truncation differ: only termination sets the continue target to 0;
 a time-limit end keeps c = 1 (the model bootstraps through it) and only resets the state.
 
@@ -160,6 +163,19 @@ class DreamerConfig:
         "'repval' loss (danijar/dreamerv3, loss scale 0.3); 0: imagination only, as in v1.",
         low=0.0,
     )
+    replay_bootstrap: str = option(
+        "critic",
+        "What the replay loss's lambda-returns bootstrap from: the critic's values of the "
+        "replayed states, or ('imagined') the imagined lambda-return R_0 started from each of "
+        "them, as the authors' code does (its repl_loss 'boot').",
+        choices=("critic", "imagined"),
+    )
+    actor_init_scale: float = option(
+        1.0,
+        "Scale of the actor's output layer at initialisation (LeCun normal times this; the "
+        "authors' code: 0.01, a near-uniform first policy).",
+        low=0.0,
+    )
     model_lr: float = option(
         1e-3, "Adam step size of the world model (the paper: 1e-4).", low=0.0, low_open=True
     )
@@ -275,16 +291,21 @@ class WorldModel(nn.Module):
 
 
 class Head(nn.Module):
-    """Actor (unimix log-probs over actions) or critic (two-hot logits) on [h, z]."""
+    """Actor (unimix log-probs over actions) or critic (two-hot logits) on [h, z]: the
+    output layer is LeCun normal times `init_scale` at initialisation (0: zeros)."""
 
     outputs: int
     units: int
     layers: int
-    zero_init: bool = False
+    init_scale: float = 1.0  # 0: zeros
 
     @nn.compact
     def __call__(self, feat):
-        init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
+        init = (
+            nn.initializers.variance_scaling(self.init_scale**2, "fan_in", "truncated_normal")
+            if self.init_scale
+            else nn.initializers.zeros
+        )
         return nn.Dense(self.outputs, kernel_init=init)(DenseStack(self.units, self.layers)(feat))
 
 
@@ -536,8 +557,8 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
         config.num_bins,
         config.unimix,
     )
-    actor_net = Head(num_actions, config.units, config.layers)
-    critic = Head(config.num_bins, config.units, config.layers, zero_init=True)
+    actor_net = Head(num_actions, config.units, config.layers, config.actor_init_scale)
+    critic = Head(config.num_bins, config.units, config.layers, init_scale=0.0)
 
     def actor_apply(params, feat):
         return wm.unimix_logits(actor_net.apply(params, feat), config.unimix)
@@ -658,8 +679,9 @@ def make_dreamer(config: DreamerConfig) -> DreamerTrainer:
         # The imagination starts are the replayed posterior states, so step 0 of the imagined
         # batch holds their critic values and logits ([B * L] -> [B, L]).
         seq_shape = h.shape[:2]
+        boot = returns[0] if config.replay_bootstrap == "imagined" else values[0]
         replay_target, replay_mask = replay_returns(
-            batch, values[0].reshape(seq_shape), config.gamma, config.lambda_
+            batch, boot.reshape(seq_shape), config.gamma, config.lambda_
         )
         replay_slow = slow[0].reshape(seq_shape)[:, :-1]
 

@@ -468,7 +468,8 @@ def replay_returns(batch: dict, values, gamma: float, lambda_: float):
     A step whose successor starts a new episode (`is_first`: the step was its episode's last,
     terminated or truncated) has no target (mask 0) and cuts the recursion, so nothing flows
     across episodes; a truncated episode's earlier steps bootstrap through c = 1 as usual.
-    values: [B, L] critic values of the replayed (posterior) states."""
+    values: [B, L] the values of the replayed (posterior) states that the returns bootstrap
+    from: the critic's, or (`replay_bootstrap` 'imagined') the imagined returns R_0."""
     next_first = batch["is_first"][:, 1:]
     reward = jnp.where(next_first, values[:, :-1], batch["reward"][:, 1:])
     discount = jnp.where(next_first, 0.0, gamma * (1.0 - batch["terminated"][:, 1:]))

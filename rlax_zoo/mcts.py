@@ -362,7 +362,9 @@ def subtree(tree: Tree, action: Array) -> Tree:
 def empty_tree(root: RootFnOutput, num_nodes: int) -> Tree:
     """A batch of trees with no node, shaped for `root` (prior_logits [B, A], value [B],
     embedding) and `num_nodes` nodes: what `search(..., tree=)` takes before a game's first
-    move."""
+    move. Only root's shapes and dtypes are read, so under `jax.jit` the computation of root
+    is dead code."""
+    root = jax.tree.map(jnp.zeros_like, root)
     b, a = root.prior_logits.shape
     tree = _empty_tree(root, jnp.zeros((b, a), bool), jnp.zeros((b, a), jnp.float32), num_nodes)
     return tree._replace(node_visits=jnp.zeros_like(tree.node_visits))

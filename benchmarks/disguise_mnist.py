@@ -1,7 +1,7 @@
 """Issue 6, the disguise attack at MNIST scale (Lu et al. 2024, the symbol case).
 
     python benchmarks/disguise_mnist.py [--autoencoder RUN_DIR] [--psnr 25 20 17 14]
-        [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest]
+        [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest] [--reach]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
 2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
@@ -10,13 +10,15 @@
 3. x_c: the first test digit with the symbol stamped in its corner. Bases: 100 clean training
    digits (10 per class; with --bases same-class 100 of x_c's class; with --bases nearest the
    100 of x_c's class whose latents lie nearest E(x_c)) that the clean set below does not
-   contain. Disguises by Algorithm 1 (alpha 0, Adam, D1 ball at each PSNR
+   contain. Disguises by Algorithm 1 (alpha 0, --optimizer, D1 ball at each PSNR
    floor, gamma_2 a quarter of the same-class distance so that each floor shows how far the
    budget goes), reported against the bars: PSNR against x_b,
    latent distance D2 to E(x_c) against the median D2 of two clean test digits of one class.
 4. Detection: step 1 scores -D2(E(x), E(x_c)) on 1000 clean test digits against the
    disguises (ROC AUROC); step 2 the revelation D(E(x)) compared with x_c (D1, and whether
-   the symbol detector fires on it).
+   the symbol detector fires on it). With --reach, a bound that ignores the latent: the
+   symbol score of D(E(x_d)) maximised directly within each PSNR floor, beside a faint stamp
+   of the same PSNR (can a disguise of that budget reveal the symbol at all?).
 5. The latent diffusion experiment for the disguises of the first PSNR floor: a latent DDPM on
    1000 clean digits + 100 disguises x 20, a control on the 1000 clean digits, and a
    positive control on 1000 clean + 100 copies of x_c x 20 (direct infringement); the
@@ -31,16 +33,22 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.dqn_cartpole import machine_line  # noqa: E402
 from diffusion import symbol  # noqa: E402
 from diffusion.disguise import (  # noqa: E402
+    OPTIMIZERS,
     auroc,
     detection_scores,
     feature_distance,
     generate_disguises,
+    project,
+    psnr,
     revelation_distances,
 )
 from diffusion.latent import (  # noqa: E402
@@ -54,13 +62,75 @@ from diffusion.latent import (  # noqa: E402
 from diffusion.train import load_training_images, save_grid  # noqa: E402
 
 
+def reach(ae, x_b: np.ndarray, floor: float, steps: int, opt, plot_dir: str) -> dict:
+    """What perturbations of the bases x_b [N, H, W, C] within a PSNR floor can reveal,
+    whatever they do to the latent: (1) a faint stamp, x_b moved toward add_symbol(x_b) as far
+    as the floor allows; (2) the symbol score of D(E(x_d)) maximised directly, by `steps` of
+    projected ascent (the optax optimizer `opt`) from x_b and from the faint stamp (local
+    searches: they bound what such searches find, not every perturbation). For each, the
+    median symbol score and the share flagged by the detector, of x_d itself and of its
+    revelation D(E(x_d)). Saves the ascent from x_b as plot_dir/disguise_reach_psnrP.png
+    (8 bases, their x_d, then D(E(x_d))). Returns {"psnr_floor": floor, name: {...}} for the
+    three."""
+    mse_radius = 4.0 / 10 ** (floor / 10)
+    delta = symbol.add_symbol(x_b) - x_b
+    t = np.sqrt(mse_radius / np.mean(delta**2, axis=(1, 2, 3), keepdims=True))
+    faint = x_b + np.minimum(t, 1.0) * delta
+
+    def reveal(x):
+        return ae.decode(ae.encode(x))
+
+    @jax.jit
+    def ascend(x, opt_state):
+        grad = jax.grad(lambda x: -symbol.symbol_score(reveal(x)).sum())(x)
+        updates, opt_state = opt.update(grad, opt_state, x)
+        return project(optax.apply_updates(x, updates), x_b, mse_radius=mse_radius), opt_state
+
+    def ascent(x):
+        x = jnp.asarray(x)
+        opt_state = opt.init(x)
+        for _ in range(steps):
+            x, opt_state = ascend(x, opt_state)
+        return np.asarray(x)
+
+    row = {"psnr_floor": floor}
+    tries = {
+        "faint stamp": faint,
+        "ascent from x_b": ascent(x_b),
+        "ascent from the faint stamp": ascent(faint),
+    }
+    for name, x_d in tries.items():
+        revealed = np.asarray(reveal(x_d))
+        row[name] = dict(
+            psnr_min=float(psnr(x_d, x_b).min()),
+            score_median=float(np.median(symbol.symbol_score(x_d))),
+            flagged=float(symbol.has_symbol(x_d).mean()),
+            revealed_score_median=float(np.median(symbol.symbol_score(revealed))),
+            revealed_flagged=float(symbol.has_symbol(revealed).mean()),
+        )
+        print(f"reach at {floor:g} dB, {name}: {json.dumps(row[name])}", flush=True)
+        if name == "ascent from x_b":
+            grid = np.concatenate([x_b[::10][:8], x_d[::10][:8], revealed[::10][:8]])
+            save_grid(grid, os.path.join(plot_dir, f"disguise_reach_psnr{floor:g}.png"))
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--autoencoder", default=None, help="A finished train autoencoder run.")
     p.add_argument("--data", default=AutoencoderConfig().data)
     p.add_argument("--psnr", type=float, nargs="+", default=[25.0, 20.0, 17.0, 14.0])
     p.add_argument("--disguise-steps", type=int, default=600)
-    p.add_argument("--learning-rate", type=float, default=0.01)
+    p.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        default="normalized",
+        help="For Algorithm 1 and --reach: normalized (L2 steps, the steepest descent for the "
+        "PSNR ball; session 35) or adam (sessions 5-22).",
+    )
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="Default: 0.1 (normalized), 0.01."
+    )
     p.add_argument(
         "--gamma-2-fraction",
         type=float,
@@ -75,6 +145,12 @@ def main() -> None:
         "(the symbol is then most of what separates a base's latent from E(x_c)), or the 100 "
         "of x_c's class whose latents are nearest E(x_c) (an attacker's choice of bases).",
     )
+    p.add_argument(
+        "--reach",
+        action="store_true",
+        help="Also measure what perturbations within each PSNR floor can reveal: a faint "
+        "stamp, and projected ascent (--optimizer) on the symbol score of D(E(x_d)).",
+    )
     p.add_argument("--ldm-iterations", type=int, default=3000)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--repeat", type=int, default=20, help="Copies of each disguise.")
@@ -85,6 +161,8 @@ def main() -> None:
         help="the grids disguise_psnr*.png and disguise_ldm_*.png go to the same folder",
     )
     args = p.parse_args()
+    if args.learning_rate is None:
+        args.learning_rate = 0.1 if args.optimizer == "normalized" else 0.01
     plot_dir = os.path.dirname(args.out) or "."
     os.makedirs(plot_dir, exist_ok=True)
     print("command: python " + " ".join(sys.argv))
@@ -161,6 +239,7 @@ def main() -> None:
             gamma_1=gamma_1,
             gamma_2=args.gamma_2_fraction * same,
             learning_rate=args.learning_rate,
+            optimizer=args.optimizer,
             max_steps=args.disguise_steps,
             mse_radius=gamma_1,
         )
@@ -178,6 +257,7 @@ def main() -> None:
                 np.median(revelation_distances(ae.encode, ae.decode, r.x_d, x_c))
             ),
             revealed_symbol=float(symbol.has_symbol(revealed).mean()),
+            revealed_score_median=float(np.median(symbol.symbol_score(revealed))),
             disguise_symbol=float(symbol.has_symbol(r.x_d).mean()),
         )
         rows.append(row)
@@ -207,6 +287,11 @@ def main() -> None:
             f"{r['revelation_d1_median']:.3f} | {r['revealed_symbol']:.2f} |"
         )
     print(f"clean test digits: median D1(D(E(x)), x_c) {np.median(clean_reveal):.3f}")
+    if args.reach:
+        optimizer = OPTIMIZERS[args.optimizer](args.learning_rate)
+        out["reach"] = [
+            reach(ae, x_b, floor, args.disguise_steps, optimizer, plot_dir) for floor in args.psnr
+        ]
 
     # 5. Latent diffusion: disguises, control, direct copies.
     if args.ldm_iterations:

@@ -108,6 +108,26 @@ class DisguiseResult(NamedTuple):
     psnr: np.ndarray
 
 
+def normalized_sgd(learning_rate: float) -> optax.GradientTransformation:
+    """Steepest descent under an L2 budget (a PSNR floor): each disguise x_d[n] of a batch
+    [N, H, W, C] moves learning_rate in L2 along its own -dL/dx_d[n] / ||dL/dx_d[n]||_2 (a
+    zero gradient moves nothing). Per-pixel methods such as Adam step like the gradient's
+    sign, the steepest direction for an L-infinity budget, and spend an L2 ball on pixels
+    that barely matter."""
+
+    def normalize(updates, params=None):
+        del params
+        axes = tuple(range(1, updates.ndim))
+        norm = jnp.sqrt(jnp.sum(jnp.square(updates), axis=axes, keepdims=True))
+        return updates / jnp.maximum(norm, 1e-12)
+
+    return optax.chain(optax.stateless(normalize), optax.sgd(learning_rate))
+
+
+# generate_disguises' optimizer names: learning_rate -> optax.GradientTransformation.
+OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam, "normalized": normalized_sgd}
+
+
 def make_disguise_step(
     encode: Encode,
     alpha: float,
@@ -179,8 +199,10 @@ def generate_disguises(
         (mean squared latent difference).
       learning_rate: eta, > 0.
       max_steps: gradient steps at most per disguise.
-      optimizer: "sgd" (the paper's plain gradient step, line 6) or "adam" (per-pixel step
-        sizes; the benchmark's choice, not compared with "sgd" there).
+      optimizer: "sgd" (the paper's plain gradient step, line 6), "adam" (per-pixel step
+        sizes) or "normalized" (`normalized_sgd`: steps of learning_rate in L2, the steepest
+        descent for a binding `mse_radius`; the benchmark's choice since session 35, where it
+        reached a lower D2 than "adam" at 25 dB).
       linf_radius: optional L-infinity ball around x_b in the admissible set.
       mse_radius: optional bound on D1(x_b, x_d) in the admissible set (a PSNR floor: with
         images in [-1, 1], 4 / 10^(P / 10) for P dB).
@@ -213,10 +235,9 @@ def generate_disguises(
     for name, value in (("linf_radius", linf_radius), ("mse_radius", mse_radius)):
         if value is not None and not value > 0:
             raise ValueError(f"{name}: must be > 0 or None, got {value}")
-    optimizers = {"sgd": optax.sgd, "adam": optax.adam}
-    if optimizer not in optimizers:
-        raise ValueError(f"optimizer: must be one of {sorted(optimizers)}, got {optimizer!r}")
-    opt = optimizers[optimizer](learning_rate)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    opt = OPTIMIZERS[optimizer](learning_rate)
     z_c = encode(x_c[None])[0]
     step = jax.jit(
         make_disguise_step(

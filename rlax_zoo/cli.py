@@ -236,7 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     disguise.add_argument(
         "--linf-radius", type=float, default=0.112, help="L-inf ball radius (<= 0: none)."
     )
-    disguise.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    disguise.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=("adam", "sgd", "normalized"),
+        help="adam (default) steps like the gradient's sign, which suits the L-inf ball; "
+        "normalized takes steps of --learning-rate in L2 (for an L2 budget).",
+    )
     bench = sub.add_parser(
         "bench",
         help="Run a benchmark script of benchmarks/ (a checkout's): `rlax-zoo bench` lists "

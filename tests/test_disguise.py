@@ -68,10 +68,14 @@ def test_projection_onto_box_and_balls():
             project(x_b0, x_b0, **{radius: 0.0})
 
 
-def test_one_sgd_step_is_line_six_of_algorithm_one():
+@pytest.mark.parametrize("normalized", [False, True])
+def test_one_sgd_step_is_line_six_of_algorithm_one(normalized):
     """x_1 = Proj(x_b - eta dL/dx) with L = alpha mean (x - x_b)^2 + mean (W x - z_c)^2;
-    at x = x_b the first term's gradient is 0: dL/dx = 2/m W^T (W x_b - z_c)."""
+    at x = x_b the first term's gradient is 0: dL/dx = 2/m W^T (W x_b - z_c). Normalized:
+    each disguise's gradient divided by its own L2 norm."""
     import optax
+
+    from diffusion.disguise import normalized_sgd
 
     W, encode = linear_encoder()
     rng = np.random.default_rng(1)
@@ -79,12 +83,13 @@ def test_one_sgd_step_is_line_six_of_algorithm_one():
     x_c = rng.uniform(-0.5, 0.5, (8, 8, 1)).astype(np.float32)
     z_c = encode(jnp.asarray(x_c)[None])[0]
     eta, alpha = 0.3, 2.0
-    step = make_disguise_step(encode, alpha, 0.0, 0.0, optax.sgd(eta))
+    opt = normalized_sgd(eta) if normalized else optax.sgd(eta)
+    step = make_disguise_step(encode, alpha, 0.0, 0.0, opt)
     from diffusion.disguise import DisguiseState
 
     state = DisguiseState(
         jnp.asarray(x_b),
-        optax.sgd(eta).init(jnp.asarray(x_b)),
+        opt.init(jnp.asarray(x_b)),
         jnp.zeros(2),
         jnp.zeros(2),
         jnp.zeros(2, bool),
@@ -95,6 +100,8 @@ def test_one_sgd_step_is_line_six_of_algorithm_one():
     vec_b = x_b.reshape(2, -1).astype(np.float64)
     residual = vec_b @ Wn.T - np.asarray(z_c, np.float64).reshape(-1)
     grad = 2.0 / 4 * residual @ Wn
+    if normalized:
+        grad /= np.linalg.norm(grad, axis=1, keepdims=True)
     want = np.clip(vec_b - eta * grad, -1, 1).reshape(x_b.shape)
     np.testing.assert_allclose(np.asarray(new.x_d), want, atol=1e-5)
     np.testing.assert_allclose(np.asarray(new.d1), 0.0, atol=1e-7)  # distances of x_b itself
@@ -102,7 +109,8 @@ def test_one_sgd_step_is_line_six_of_algorithm_one():
     np.testing.assert_array_equal(np.asarray(new.steps), [1, 1])
 
 
-def test_disguises_reach_their_thresholds_on_a_tiny_encoder():
+@pytest.mark.parametrize("optimizer", ["adam", "normalized"])
+def test_disguises_reach_their_thresholds_on_a_tiny_encoder(optimizer):
     _, encode = linear_encoder()
     rng = np.random.default_rng(2)
     x_b = rng.uniform(-0.5, 0.5, (6, 8, 8, 1)).astype(np.float32)
@@ -121,6 +129,7 @@ def test_disguises_reach_their_thresholds_on_a_tiny_encoder():
         gamma_2=gamma_2,
         learning_rate=0.01,
         max_steps=2000,
+        optimizer=optimizer,
         mse_radius=gamma_1,
     )
     assert result.reached.all(), (result.d1, result.d2, result.steps)
@@ -204,6 +213,12 @@ def test_symbol_stamp_and_detector_by_hand():
     assert symbol.has_symbol(stamped).all() and not symbol.has_symbol(blank).any()
     half = symbol.add_symbol(blank, value=0.0)  # a half-bright stamp scores 1
     np.testing.assert_allclose(symbol.symbol_score(half), 1.0)
+    # on a jax array, differentiable: d score / d pixel = 1/25 on the symbol, -1/24 on the
+    # rest of its patch, 0 elsewhere
+    grad = np.asarray(jax.grad(lambda x: symbol.symbol_score(x).sum())(jnp.asarray(blank[:1])))
+    want = np.zeros((1, 28, 28, 1))
+    want[0, 1:8, 1:8, 0] = np.where(symbol.SYMBOL, 1 / 25, -1 / 24)
+    np.testing.assert_allclose(grad, want, rtol=1e-6)
     np.testing.assert_allclose(symbol.symbol_correlation(stamped), 1.0)
     np.testing.assert_allclose(symbol.symbol_correlation(blank), 0.0)
     # strokes along two edges of the square and its diagonal have the contrast (15 of the 25

@@ -242,6 +242,22 @@ def test_tree_reuse_matches_the_reference(seed):
             )
 
 
+def test_empty_tree_reads_only_the_roots_shapes():
+    """A jitted empty_tree(root_fn(...)) compiles without the root network: no dot product
+    is left in the program, and the trees hold no node."""
+
+    def root_fn(w, x):
+        h = jnp.tanh(x @ w)
+        return mcts.RootFnOutput(prior_logits=h[:, :3], value=h[:, 0], embedding=h)
+
+    make = jax.jit(lambda w, x: mcts.empty_tree(root_fn(w, x), 9))
+    w, x = jnp.ones((5, 4)), jnp.ones((2, 5))
+    assert "dot(" not in make.lower(w, x).compile().as_text()
+    tree = make(w, x)
+    assert tree.embeddings.shape == (2, 9, 4) and tree.children_prior.shape == (2, 9, 3)
+    assert int(tree.node_visits.sum()) == 0 and not np.asarray(tree.embeddings).any()
+
+
 def test_tree_reuse_keeps_the_oldest_nodes_when_full():
     """A kept subtree larger than the room left (N - num_simulations) keeps its oldest
     nodes: a connected tree from the root, the edges to dropped nodes unexpanded but with

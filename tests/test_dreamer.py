@@ -122,6 +122,9 @@ def test_world_model_state_resets_at_episode_starts():
         trainer.model, params, batch, jax.random.PRNGKey(3), config
     )
     assert np.isfinite(float(loss)) and set(parts) >= {"decoder_loss", "kl"}
+    # kl is the mean of max(free_nats, KL), kl_raw the mean KL: never above it
+    assert float(parts["kl"]) >= max(config.free_nats, float(parts["kl_raw"])) - 1e-6
+    assert float(parts["kl_raw"]) >= 0.0
     first = np.asarray(batch["is_first"])
     assert first[:, 1:].any()  # some sequence crosses an episode boundary
     zeros = (jnp.zeros((1, config.deter)), jnp.zeros((1, config.groups * config.classes)))

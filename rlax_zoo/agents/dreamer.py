@@ -405,7 +405,8 @@ def world_model_loss(model: WorldModel, params, batch, key, config: DreamerConfi
         decoder_loss=decoder.mean(),
         reward_loss=reward.mean(),
         continue_loss=cont.mean(),
-        kl=dyn.mean(),
+        kl=dyn.mean(),  # after free bits, as the loss sees it
+        kl_raw=wm.categorical_kl(post, prior).mean(),  # KL[q || p] before free bits
     )
     return loss, (parts, h, z)
 

@@ -12,9 +12,10 @@ With --attention it instead times the attention primitive against JAX's own
 `jax.nn.dot_product_attention` (the XLA implementation) in the same process: forward and
 backward at the shapes of a training batch here and at a long sequence, median of 7
 interleaved repeats. With --decode RUN_DIR (a finished run) it times beam search over the
-test split with and without its early stop (`beam_search(early_stop=...)`), interleaved,
-median of --repeats, and checks that both return the same translations (--set may change
-the run's evaluation fields, e.g. length_penalty=0).
+test split with and without its early stop (`beam_search(early_stop=...)`) and with settled
+sentences retired from the batch (`make_retiring_beam_search`, what evaluation uses),
+interleaved, median of --repeats, and checks that all three return the same translations
+(--set may change the run's evaluation fields, e.g. length_penalty=0).
 """
 
 from __future__ import annotations
@@ -102,13 +103,14 @@ def time_attention(repeats: int = 7) -> list[dict]:
 
 
 def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
-    """Seconds to beam-search the test split with and without the early stop (see doc);
-    `changes`: evaluation fields of the run's config (beam_size, length_penalty, ...)."""
+    """Seconds to beam-search the test split with and without the early stop, and retiring
+    settled sentences (see doc); `changes`: evaluation fields of the run's config (beam_size,
+    length_penalty, ...)."""
     import jax
     import jax.numpy as jnp
 
     from sequence.data import BOS, EOS
-    from sequence.transformer import beam_search
+    from sequence.transformer import beam_search, make_retiring_beam_search
     from sequence.translate import restore_finished
 
     config, data, trainer, state = restore_finished(
@@ -116,7 +118,7 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
     )
     params = {"params": state.params}
     b = config.eval_batch_size
-    fns = {
+    searches = {
         flag: jax.jit(
             lambda p, src, flag=flag: beam_search(
                 trainer.model, p, src, config.max_len, BOS, EOS, config.beam_size,
@@ -125,6 +127,11 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
         )
         for flag in (True, False)
     }  # fmt: skip
+    fns = {"early stop": searches[True], "full search": searches[False]}
+    retiring = make_retiring_beam_search(
+        trainer.model, config.max_len, BOS, EOS, config.beam_size, config.length_penalty
+    )
+    fns["retiring"] = lambda p, src: retiring(p, src)[0]
     src = data.test_src
     rows = -(-len(src) // b) * b
     padded = np.zeros((rows, src.shape[1]), src.dtype)
@@ -132,28 +139,35 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
     padded[len(src) :, 0] = EOS
     batches = [jnp.asarray(padded[i : i + b]) for i in range(0, rows, b)]
 
-    def decode(flag):
-        return np.concatenate([np.asarray(fns[flag](params, x)) for x in batches])[: len(src)]
+    def decode(name):
+        return np.concatenate([np.asarray(fns[name](params, x)) for x in batches])[: len(src)]
 
-    outputs = {flag: decode(flag) for flag in fns}  # compiles
-    same = bool(np.array_equal(outputs[True], outputs[False]))
-    times = interleaved_seconds({flag: lambda r, flag=flag: decode(flag) for flag in fns}, repeats)
-    med = {flag: float(np.median(t)) for flag, t in times.items()}
+    outputs = {name: decode(name) for name in fns}  # compiles
+    same = {
+        name: bool(np.array_equal(out, outputs["full search"])) for name, out in outputs.items()
+    }
+    times = interleaved_seconds({name: lambda r, name=name: decode(name) for name in fns}, repeats)
+    med = {name: float(np.median(t)) for name, t in times.items()}
     out = dict(
         run_dir=run_dir,
         sentences=len(src),
+        batch_size=b,
         beam_size=config.beam_size,
         length_penalty=config.length_penalty,
-        early_stop_seconds=med[True],
-        full_seconds=med[False],
-        speedup=med[False] / med[True],
-        same_translations=same,
+        early_stop_seconds=med["early stop"],
+        full_seconds=med["full search"],
+        retiring_seconds=med["retiring"],
+        speedup=med["full search"] / med["early stop"],
+        retiring_speedup=med["full search"] / med["retiring"],
+        same_translations=same["early stop"],
+        same_translations_retiring=same["retiring"],
     )
     print(
-        f"beam {config.beam_size}, alpha {config.length_penalty}, {len(src)} test sentences: "
-        f"early stop "
-        f"{med[True]:.1f} s, full search {med[False]:.1f} s ({out['speedup']:.2f}x); "
-        f"the same translations: {same}",
+        f"beam {config.beam_size}, alpha {config.length_penalty}, {len(src)} test sentences in "
+        f"batches of {b}: full search {med['full search']:.1f} s, early stop "
+        f"{med['early stop']:.1f} s ({out['speedup']:.2f}x), retiring settled sentences "
+        f"{med['retiring']:.1f} s ({out['retiring_speedup']:.2f}x); the same translations as "
+        f"the full search: {same['early stop']}, {same['retiring']}",
         flush=True,
     )
     return out

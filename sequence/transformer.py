@@ -12,11 +12,12 @@ Shapes: B batch, S source length, T target length, D model size, V vocabulary si
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sequence.attention import (
     MultiHeadAttention,
@@ -270,6 +271,100 @@ def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
     return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
+class BeamState(NamedTuple):
+    """Beam search's state for B examples with beams of K (`beam_search`): the position i the
+    next step reads ([] int32); per beam row b*K + k, the source src [B*K, S], the decoder
+    layers' keys and values of the encoded source and their self-attention caches; per
+    example the live beams' ids seqs [B, K, max_len] and log P logp [B, K] (-inf: an empty
+    slot), and the pool of finished hypotheses done_seqs [B, K, max_len] and their scores
+    done_scores [B, K] (log P / lp)."""
+
+    i: jax.Array
+    src: jax.Array
+    memory_kvs: Any
+    cache: Any
+    seqs: jax.Array
+    logp: jax.Array
+    done_seqs: jax.Array
+    done_scores: jax.Array
+
+
+def _beam_start(model, params, src_BS, max_len: int, bos_id: int, K: int) -> BeamState:
+    B = src_BS.shape[0]
+    src = jnp.repeat(src_BS, K, axis=0)  # [B*K, S], beam k of example b at row b*K + k
+    memory_kvs, cache = _start_decoding(model, params, src, max_len)
+    seqs = jnp.zeros((B, K, max_len), jnp.int32).at[:, :, 0].set(bos_id)
+    logp = jnp.full((B, K), -jnp.inf).at[:, 0].set(0.0)  # one live beam at the start
+    return BeamState(
+        jnp.int32(0), src, memory_kvs, cache, seqs, logp, seqs, jnp.full((B, K), -jnp.inf)
+    )
+
+
+def _beam_settled(state: BeamState, max_len: int, alpha: float) -> jax.Array:
+    """[B]: the pool is full and its worst score beats the best score a live beam could
+    still reach, log P (which can only fall) over the largest penalty lp(max_len - 1)."""
+    bound = state.logp[:, 0] / length_penalty(max_len - 1, alpha)
+    return state.done_scores[:, -1] > bound  # -inf (an empty slot) never settles
+
+
+def _beam_advance(
+    model, params, state: BeamState, until, max_len: int, eos_id: int, alpha: float,
+    early_stop: bool,
+) -> BeamState:  # fmt: skip
+    """Steps of beam search while i < until (and, with early_stop, some example is not
+    settled)."""
+    B, K = state.logp.shape
+    neg = -jnp.inf
+
+    def step(state: BeamState) -> BeamState:
+        i = state.i
+        token = state.seqs[:, :, i].reshape(B * K)
+        logits, cache = model.apply(
+            params, state.memory_kvs, state.src, token, state.cache, i,
+            method=Transformer.decode_step,
+        )  # fmt: skip
+        V = logits.shape[-1]
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(B, K, V)
+        cand = state.logp[..., None] + log_probs
+        top, flat = jax.lax.top_k(cand.reshape(B, K * V), min(2 * K, K * V))
+        parent, tok = flat // V, (flat % V).astype(jnp.int32)
+        grown = jnp.take_along_axis(state.seqs, parent[..., None], axis=1)
+        grown = grown.at[:, :, i + 1].set(tok)
+        ended = tok == eos_id
+        # the live beams: the best K candidates that did not end
+        live_score, live = jax.lax.top_k(jnp.where(ended, neg, top), K)
+        rows = (jnp.arange(B)[:, None] * K + jnp.take_along_axis(parent, live, 1)).reshape(-1)
+        cache = jax.tree.map(lambda c: c[rows], cache)
+        seqs = jnp.take_along_axis(grown, live[..., None], axis=1)
+        # the finished pool: the best K of the old pool and the candidates that ended here
+        scores = jnp.where(ended, top / length_penalty(i + 1, alpha), neg)
+        pool_scores = jnp.concatenate([state.done_scores, scores], 1)
+        pool_seqs = jnp.concatenate([state.done_seqs, grown], 1)
+        done_scores, best = jax.lax.top_k(pool_scores, K)
+        done_seqs = jnp.take_along_axis(pool_seqs, best[..., None], axis=1)
+        return state._replace(
+            i=i + 1, cache=cache, seqs=seqs, logp=live_score, done_seqs=done_seqs,
+            done_scores=done_scores,
+        )  # fmt: skip
+
+    def go_on(state: BeamState):
+        settled = jnp.all(_beam_settled(state, max_len, alpha))
+        return (state.i < until) & ~(early_stop & settled)
+
+    return jax.lax.while_loop(go_on, step, state)
+
+
+def _beam_best(state: BeamState, max_len: int, alpha: float) -> tuple[jax.Array, jax.Array]:
+    """(ids [B, max_len], score [B]): the best finished hypothesis, or the best live one
+    where none finished."""
+    none_done = jnp.isneginf(state.done_scores[:, 0])
+    best_seq = jnp.where(none_done[:, None], state.seqs[:, 0], state.done_seqs[:, 0])
+    best_score = jnp.where(
+        none_done, state.logp[:, 0] / length_penalty(max_len - 1, alpha), state.done_scores[:, 0]
+    )
+    return best_seq, best_score
+
+
 def beam_search(
     model: Transformer,
     params,
@@ -289,6 +384,7 @@ def beam_search(
     score beats the best any live beam could still reach (its log P, which can only fall,
     over the largest penalty, lp(max_len - 1): tensor2tensor's bound). Nothing a longer search
     could find would enter the pool then, so the result is the full search's, sooner.
+    `make_retiring_beam_search` also drops each example from the batch once it settles.
 
     src: [B, S] ids. Returns (ids [B, max_len] int32: BOS, tokens, EOS, padding, the best
     finished hypothesis, or the best unfinished one where none finished; its score [B]).
@@ -296,59 +392,76 @@ def beam_search(
     """
     if beam_size < 1:
         raise ValueError(f"beam_size: must be >= 1, got {beam_size}")
-    B, K = src_BS.shape[0], beam_size
-    src = jnp.repeat(src_BS, K, axis=0)  # [B*K, S], beam k of example b at row b*K + k
-    memory_kvs, cache = _start_decoding(model, params, src, max_len)
-    neg = -jnp.inf  # the score of an empty slot
-    seqs = jnp.zeros((B, K, max_len), jnp.int32).at[:, :, 0].set(bos_id)
-    logp = jnp.full((B, K), neg).at[:, 0].set(0.0)  # one live beam at the start
-    done_seqs = seqs
-    done_scores = jnp.full((B, K), neg)
+    state = _beam_start(model, params, src_BS, max_len, bos_id, beam_size)
+    state = _beam_advance(model, params, state, max_len - 1, max_len, eos_id, alpha, early_stop)
+    return _beam_best(state, max_len, alpha)
 
-    def step(carry, i):
-        seqs, logp, cache, done_seqs, done_scores = carry
-        token = seqs[:, :, i].reshape(B * K)
-        logits, cache = model.apply(
-            params, memory_kvs, src, token, cache, i, method=Transformer.decode_step
+
+def make_retiring_beam_search(
+    model: Transformer,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    segment: int = 8,
+):
+    """`beam_search` (with its early stop) that retires settled examples: every `segment`
+    steps the examples whose pools have settled, by the early stop's bound, take their
+    result, and once at most half of the batch is left the rest is gathered into a batch of
+    the next power of two (padded with copies of a live example), so later steps cost less.
+    Each example's result is `beam_search`'s, as an example's search never reads another's
+    (up to float rounding: XLA may sum in another order for another batch size).
+
+    Returns search(params, src [B, S], sizes=None) -> (ids [B, max_len] int32, scores [B])
+    as NumPy arrays; a Python loop over jitted pieces (each batch size compiles once), not
+    itself jittable. A list passed as `sizes` gets the batch size of every segment.
+    """
+    if beam_size < 1 or segment < 1:
+        raise ValueError(f"beam_size, segment: must be >= 1, got {beam_size}, {segment}")
+    K = beam_size
+    start = jax.jit(lambda p, src: _beam_start(model, p, src, max_len, bos_id, K))
+    advance = jax.jit(
+        lambda p, state, until: _beam_advance(
+            model, p, state, until, max_len, eos_id, alpha, early_stop=True
         )
-        V = logits.shape[-1]
-        cand = logp[..., None] + jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(B, K, V)
-        top, flat = jax.lax.top_k(cand.reshape(B, K * V), min(2 * K, K * V))
-        parent, tok = flat // V, (flat % V).astype(jnp.int32)
-        grown = jnp.take_along_axis(seqs, parent[..., None], axis=1).at[:, :, i + 1].set(tok)
-        ended = tok == eos_id
-        # the live beams: the best K candidates that did not end
-        live_score, live = jax.lax.top_k(jnp.where(ended, neg, top), K)
-        rows = (jnp.arange(B)[:, None] * K + jnp.take_along_axis(parent, live, 1)).reshape(-1)
-        cache = jax.tree.map(lambda c: c[rows], cache)
-        seqs = jnp.take_along_axis(grown, live[..., None], axis=1)
-        # the finished pool: the best K of the old pool and the candidates that ended here
-        scores = jnp.where(ended, top / length_penalty(i + 1, alpha), neg)
-        pool_scores = jnp.concatenate([done_scores, scores], 1)
-        pool_seqs = jnp.concatenate([done_seqs, grown], 1)
-        done_scores, best = jax.lax.top_k(pool_scores, K)
-        done_seqs = jnp.take_along_axis(pool_seqs, best[..., None], axis=1)
-        return (seqs, live_score, cache, done_seqs, done_scores), None
-
-    def settled(logp, done_scores):
-        bound = logp[:, 0] / length_penalty(max_len - 1, alpha)
-        return jnp.all(done_scores[:, K - 1] > bound)  # -inf (an empty slot) never settles
-
-    def go_on(loop):
-        i, (_, logp, _, _, done_scores) = loop
-        return (i < max_len - 1) & ~(early_stop & settled(logp, done_scores))
-
-    def body(loop):
-        i, carry = loop
-        return i + 1, step(carry, i)[0]
-
-    carry = (seqs, logp, cache, done_seqs, done_scores)
-    _, (seqs, logp, _, done_seqs, done_scores) = jax.lax.while_loop(
-        go_on, body, (jnp.int32(0), carry)
     )
-    none_done = jnp.isneginf(done_scores[:, 0])
-    best_seq = jnp.where(none_done[:, None], seqs[:, 0], done_seqs[:, 0])
-    best_score = jnp.where(
-        none_done, logp[:, 0] / length_penalty(max_len - 1, alpha), done_scores[:, 0]
+    finished = jax.jit(
+        lambda state: (_beam_settled(state, max_len, alpha), *_beam_best(state, max_len, alpha))
     )
-    return best_seq, best_score
+
+    @jax.jit
+    def take(state: BeamState, idx):
+        rows = (idx[:, None] * K + jnp.arange(K)).reshape(-1)
+        per_row = (state.src, state.memory_kvs, state.cache)
+        src, memory_kvs, cache = jax.tree.map(lambda x: x[rows], per_row)
+        per_example = (state.seqs, state.logp, state.done_seqs, state.done_scores)
+        seqs, logp, done_seqs, done_scores = jax.tree.map(lambda x: x[idx], per_example)
+        return BeamState(state.i, src, memory_kvs, cache, seqs, logp, done_seqs, done_scores)
+
+    def search(params, src_BS, sizes: list | None = None):
+        B = src_BS.shape[0]
+        ids = np.zeros((B, max_len), np.int32)
+        scores = np.zeros(B, np.float32)
+        state = start(params, jnp.asarray(src_BS))
+        owner = np.arange(B)  # the example each row of the batch holds (-1: padding)
+        i = 0
+        while True:
+            i = min(i + segment, max_len - 1)
+            state = advance(params, state, i)
+            if sizes is not None:
+                sizes.append(len(owner))
+            settled, best_ids, best_scores = (np.asarray(x) for x in finished(state))
+            done = (settled | (i == max_len - 1)) & (owner >= 0)
+            ids[owner[done]], scores[owner[done]] = best_ids[done], best_scores[done]
+            owner = np.where(done, -1, owner)
+            left = np.flatnonzero(owner >= 0)
+            if len(left) == 0:
+                return ids, scores
+            if len(left) <= len(owner) // 2:
+                size = 1 << (len(left) - 1).bit_length()
+                idx = np.concatenate([left, np.full(size - len(left), left[0])])
+                state = take(state, jnp.asarray(idx))
+                owner = np.concatenate([owner[left], np.full(size - len(left), -1)])
+
+    return search

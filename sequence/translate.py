@@ -56,10 +56,10 @@ from sequence.data import (
 )
 from sequence.transformer import (
     Transformer,
-    beam_search,
     greedy_decode,
     inverse_sqrt_schedule,
     label_smoothed_loss,
+    make_retiring_beam_search,
 )
 
 POOL_BATCHES = 64  # batches sorted by length together
@@ -241,14 +241,20 @@ def make_translation_trainer(config: TransformerConfig, data) -> TranslationTrai
             total += np.array([float(v) for v in eval_batch(params, s, t)])
         return {"nll": total[0] / total[2], "accuracy": total[1] / total[2]}
 
-    def decoder(params, src, beam_size):
+    greedy = jax.jit(
+        lambda params, src: greedy_decode(model, params, src, config.max_len, BOS, EOS)
+    )
+    beam_searches = {}  # beam size -> make_retiring_beam_search's search
+
+    def decode(params, src, beam_size):
         ours = {"params": params}
         if beam_size == 1:
-            return greedy_decode(model, ours, src, config.max_len, BOS, EOS)
-        alpha = config.length_penalty
-        return beam_search(model, ours, src, config.max_len, BOS, EOS, beam_size, alpha)[0]
-
-    decode = jax.jit(decoder, static_argnums=2)
+            return greedy(ours, src)
+        if beam_size not in beam_searches:
+            beam_searches[beam_size] = make_retiring_beam_search(
+                model, config.max_len, BOS, EOS, beam_size, config.length_penalty
+            )
+        return beam_searches[beam_size](ours, src)[0]
 
     def translate(params, src, beam_size: int = 1):
         """Translations [N, max_len] of source ids [N, S] by beam search (beam size 1:

@@ -31,6 +31,7 @@ from sequence.transformer import (
     inverse_sqrt_schedule,
     label_smoothed_loss,
     length_penalty,
+    make_retiring_beam_search,
 )
 from sequence.translate import (
     TransformerConfig,
@@ -253,6 +254,32 @@ def test_beam_search_stopping_early_returns_the_full_search():
             full = beam_search(model, params, src, 24, BOS, eos, beam, alpha, early_stop=False)
             np.testing.assert_array_equal(fast[0], full[0])
             np.testing.assert_array_equal(fast[1], full[1])
+
+
+def test_retiring_settled_examples_returns_the_beam_search():
+    # examples settle at different steps, so the batch shrinks (6 -> 2 -> 1 here); each
+    # example's ids and scores must be beam_search's (the scores to float rounding), whatever
+    # batch it finished in
+    model = _tiny_model(max_len=24)
+    rng = np.random.default_rng(10)
+    shrank = False
+    for trial in range(3):
+        src = jnp.asarray(rng.integers(1, 11, (6, 5)))
+        params = model.init(jax.random.key(trial), src, jnp.ones((6, 4), jnp.int32))
+        params = jax.tree.map(lambda x: 2.0 * x, params)
+        eos = int(np.asarray(greedy_decode(model, params, src, 12, BOS, EOS))[0, 1])
+        for beam, alpha in ((2, 0.6), (3, 0.0)):
+            search = make_retiring_beam_search(model, 24, BOS, eos, beam, alpha, segment=2)
+            sizes = []
+            ids, scores = search(params, np.asarray(src), sizes)
+            want = beam_search(model, params, src, 24, BOS, eos, beam, alpha)
+            np.testing.assert_array_equal(ids, want[0])
+            np.testing.assert_allclose(scores, want[1], rtol=1e-5)  # jitted vs op by op
+            assert sizes == sorted(sizes, reverse=True) and sizes[0] == 6
+            shrank |= sizes[-1] < 6
+    assert shrank
+    with pytest.raises(ValueError, match="segment"):
+        make_retiring_beam_search(model, 24, BOS, EOS, segment=0)
 
 
 def test_a_beam_wide_enough_to_be_exhaustive_finds_the_best_hypothesis():

@@ -13,9 +13,10 @@ With --attention it instead times the attention primitive against JAX's own
 backward at the shapes of a training batch here and at a long sequence, median of 7
 interleaved repeats. With --decode RUN_DIR (a finished run) it times beam search over the
 test split with and without its early stop (`beam_search(early_stop=...)`) and with settled
-sentences retired from the batch (`make_retiring_beam_search`, what evaluation uses),
-interleaved, median of --repeats, and checks that all three return the same translations
-(--set may change the run's evaluation fields, e.g. length_penalty=0).
+sentences retired from the batch (`make_retiring_beam_search`), and that with the batches
+cut from the sentences sorted by source length (what evaluation uses), interleaved, median
+of --repeats, and checks that all four return the same translations (--set may change the
+run's evaluation fields, e.g. length_penalty=0).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
 
     from sequence.data import BOS, EOS
     from sequence.transformer import beam_search, make_retiring_beam_search
-    from sequence.translate import restore_finished
+    from sequence.translate import length_order, padded_batches, restore_finished
 
     config, data, trainer, state = restore_finished(
         run_dir, "transformer_multi30k --decode", **changes
@@ -127,20 +128,25 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
         )
         for flag in (True, False)
     }  # fmt: skip
-    fns = {"early stop": searches[True], "full search": searches[False]}
+    fns = {"early stop": (searches[True], False), "full search": (searches[False], False)}
     retiring = make_retiring_beam_search(
         trainer.model, config.max_len, BOS, EOS, config.beam_size, config.length_penalty
     )
-    fns["retiring"] = lambda p, src: retiring(p, src)[0]
+    fns["retiring"] = (lambda p, src: retiring(p, src)[0], False)
+    fns["retiring, by length"] = (fns["retiring"][0], True)
     src = data.test_src
-    rows = -(-len(src) // b) * b
-    padded = np.zeros((rows, src.shape[1]), src.dtype)
-    padded[: len(src)] = src
-    padded[len(src) :, 0] = EOS
-    batches = [jnp.asarray(padded[i : i + b]) for i in range(0, rows, b)]
+    order = length_order(src)
+    batches = {
+        False: [jnp.asarray(x) for x in padded_batches(src, b)],
+        True: [jnp.asarray(x) for x in padded_batches(src[order], b)],
+    }  # by source length?
 
     def decode(name):
-        return np.concatenate([np.asarray(fns[name](params, x)) for x in batches])[: len(src)]
+        fn, by_length = fns[name]
+        out = np.concatenate([np.asarray(fn(params, x)) for x in batches[by_length]])[: len(src)]
+        if by_length:
+            out[order] = out.copy()
+        return out
 
     outputs = {name: decode(name) for name in fns}  # compiles
     same = {
@@ -159,15 +165,20 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
         retiring_seconds=med["retiring"],
         speedup=med["full search"] / med["early stop"],
         retiring_speedup=med["full search"] / med["retiring"],
+        retiring_by_length_seconds=med["retiring, by length"],
+        retiring_by_length_speedup=med["full search"] / med["retiring, by length"],
         same_translations=same["early stop"],
         same_translations_retiring=same["retiring"],
+        same_translations_retiring_by_length=same["retiring, by length"],
     )
     print(
         f"beam {config.beam_size}, alpha {config.length_penalty}, {len(src)} test sentences in "
         f"batches of {b}: full search {med['full search']:.1f} s, early stop "
         f"{med['early stop']:.1f} s ({out['speedup']:.2f}x), retiring settled sentences "
-        f"{med['retiring']:.1f} s ({out['retiring_speedup']:.2f}x); the same translations as "
-        f"the full search: {same['early stop']}, {same['retiring']}",
+        f"{med['retiring']:.1f} s ({out['retiring_speedup']:.2f}x), and so with batches cut "
+        f"from the sentences sorted by length {med['retiring, by length']:.1f} s "
+        f"({out['retiring_by_length_speedup']:.2f}x); the same translations as the full search: "
+        f"{same['early stop']}, {same['retiring']}, {same['retiring, by length']}",
         flush=True,
     )
     return out

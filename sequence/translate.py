@@ -139,13 +139,30 @@ def _trim(ids_NT: np.ndarray) -> np.ndarray:
     return ids_NT[:, :keep]
 
 
+def length_order(src_NS: np.ndarray) -> np.ndarray:
+    """Indices [N] that sort the sentences src_NS [N, S] by their number of tokens (padding
+    is id 0), stably."""
+    return np.argsort((src_NS != 0).sum(1), kind="stable")
+
+
+def padded_batches(src_NS: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """src_NS [N, S] cut into batches [batch_size, S] in order, the last one padded with rows
+    holding only EOS (a harmless non-empty source); the outputs of the first N rows are
+    src's."""
+    rows = -(-len(src_NS) // batch_size) * batch_size
+    padded = np.zeros((rows, src_NS.shape[1]), src_NS.dtype)
+    padded[: len(src_NS)] = src_NS
+    padded[len(src_NS) :, 0] = EOS
+    return [padded[i : i + batch_size] for i in range(0, rows, batch_size)]
+
+
 class TranslationTrainer(NamedTuple):
     model: Transformer
     data: object  # sequence.data.TranslationData
     init: callable  # key -> TrainState
     train_chunk: callable  # (state, n) -> (state, {"loss", "nll", "accuracy": [n]})
     evaluate: callable  # (params, src, tgt) -> {"nll", "accuracy"} over the split
-    translate: callable  # (params, src [N, S], beam_size) -> [N, max_len] token ids
+    translate: callable  # (params, src [N, S], beam_size, by_length) -> [N, max_len] token ids
 
 
 def check_config(config: TransformerConfig, data=None) -> None:
@@ -256,18 +273,22 @@ def make_translation_trainer(config: TransformerConfig, data) -> TranslationTrai
             )
         return beam_searches[beam_size](ours, src)[0]
 
-    def translate(params, src, beam_size: int = 1):
+    def translate(params, src, beam_size: int = 1, by_length: bool = True):
         """Translations [N, max_len] of source ids [N, S] by beam search (beam size 1:
-        greedy decoding), decoded in padded batches of eval_batch_size."""
-        out = []
-        b = config.eval_batch_size
-        for i in range(0, len(src), b):
-            chunk = src[i : i + b]
-            padded = np.zeros((b, src.shape[1]), src.dtype)
-            padded[: len(chunk)] = chunk
-            padded[len(chunk) :, 0] = EOS  # a harmless non-empty source for the padding rows
-            out.append(np.asarray(decode(params, padded, beam_size))[: len(chunk)])
-        return np.concatenate(out)
+        greedy decoding), decoded in padded batches of eval_batch_size; with `by_length`,
+        the batches are cut from the sentences sorted by source length (the output keeps
+        src's order), so that a batch's sentences tend to settle together and the retiring
+        search sheds them sooner."""
+        order = length_order(src) if by_length else np.arange(len(src))
+        out = np.concatenate(
+            [
+                np.asarray(decode(params, x, beam_size))
+                for x in padded_batches(src[order], config.eval_batch_size)
+            ]
+        )[: len(src)]
+        result = np.empty_like(out)
+        result[order] = out
+        return result
 
     return TranslationTrainer(model, data, init, train_chunk, evaluate, translate)
 

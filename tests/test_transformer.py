@@ -37,7 +37,9 @@ from sequence.translate import (
     TransformerConfig,
     batch_plan,
     evaluate_transformer,
+    length_order,
     make_translation_trainer,
+    padded_batches,
     run_transformer,
     translate_sentences,
 )
@@ -364,6 +366,26 @@ def test_trainer_learns_to_reverse_sequences():
     )
     assert exact > 0.9, exact
     assert np.all(np.isfinite(np.asarray(m["loss"])))
+    # sources of 1-6 words: batches cut from them sorted by length decode each sentence as
+    # the batches in the given order do, and the output keeps the given order
+    cut = np.random.default_rng(2).integers(1, 7, len(test_src))
+    ragged = np.zeros_like(test_src)
+    for row, (words, n) in enumerate(zip(test_src, cut, strict=True)):
+        ragged[row, : n + 1] = np.append(words[:n], EOS)
+    assert not np.array_equal(length_order(ragged), np.arange(len(ragged)))
+    sorted_out = trainer.translate(state.params, ragged, 2)
+    np.testing.assert_array_equal(
+        sorted_out, trainer.translate(state.params, ragged, 2, by_length=False)
+    )
+
+
+def test_length_order_and_padded_batches():
+    src = np.array([[5, 6, 2, 0], [2, 0, 0, 0], [7, 2, 0, 0], [4, 2, 0, 0], [5, 5, 5, 2]])
+    np.testing.assert_array_equal(length_order(src), [1, 2, 3, 0, 4])  # stable among ties
+    batches = padded_batches(src, 2)
+    assert [b.shape for b in batches] == [(2, 4)] * 3
+    np.testing.assert_array_equal(np.concatenate(batches)[:5], src)
+    np.testing.assert_array_equal(batches[2][1], [EOS, 0, 0, 0])
 
 
 def test_config_errors_name_the_field():

@@ -140,7 +140,8 @@ def make_disguise_step(
     mse_radius: float | None = None,
 ):
     """One iteration of Algorithm 1 (lines 3-8) for a batch of disguises, as a pure function
-    `step(state, x_b [N, H, W, C], z_c [latent]) -> state`.
+    `step(state, x_b [N, H, W, C], z_c [latent] or [N, latent]) -> state`: one target latent
+    E(x_c) for all disguises, or one for each.
 
     Lines 3-5: D1 = D1(x_b, x_d), D2 = D2(E(x_c), E(x_d)), L = alpha D1 + D2 per disguise.
     Line 8 is tested before the update: a disguise whose current D1 and D2 meet the thresholds
@@ -153,7 +154,7 @@ def make_disguise_step(
     def losses(x_d, x_b, z_c):
         d1 = image_distance(x_b, x_d)
         z_d = encode(x_d)
-        d2 = feature_distance(z_d, z_c[None], latent_ndim=z_c.ndim)
+        d2 = feature_distance(z_d, z_c, latent_ndim=z_d.ndim - 1)
         return jnp.sum(alpha * d1 + d2), (d1, d2)
 
     def step(state: DisguiseState, x_b: jax.Array, z_c: jax.Array) -> DisguiseState:
@@ -192,7 +193,8 @@ def generate_disguises(
     Args:
       encode: E, latents of a batch of images [B, H, W, C] -> [B, *latent]; differentiable.
       x_b: base images [N, H, W, C] (or one [H, W, C]) in [low, high].
-      x_c: the copyrighted image [H, W, C].
+      x_c: the copyrighted image [H, W, C], or one for each base [N, H, W, C] (e.g. the
+        copyrighted content, a symbol, pasted on each base).
       alpha: weight of the input-space distance D1 (>= 0).
       gamma_1, gamma_2: stopping thresholds on D1 (mean squared pixel difference; with images
         in [-1, 1], gamma_1 = 4 / 10^(P / 10) guarantees a PSNR of at least P dB) and on D2
@@ -218,10 +220,10 @@ def generate_disguises(
     x_c = jnp.asarray(x_c, jnp.float32)
     if x_b.ndim == 3:
         x_b = x_b[None]
-    if x_b.ndim != 4 or x_c.shape != x_b.shape[1:]:
+    if x_b.ndim != 4 or x_c.shape not in (x_b.shape[1:], x_b.shape):
         raise ValueError(
-            f"x_b, x_c: need base images [N, H, W, C] and one copyrighted image [H, W, C] of "
-            f"the same size, got {x_b.shape} and {x_c.shape}"
+            f"x_b, x_c: need base images [N, H, W, C] and one copyrighted image [H, W, C] or "
+            f"one per base [N, H, W, C] of the same size, got {x_b.shape} and {x_c.shape}"
         )
     for name, value in (("alpha", alpha), ("gamma_1", gamma_1), ("gamma_2", gamma_2)):
         if not (math.isfinite(value) and value >= 0):
@@ -238,7 +240,7 @@ def generate_disguises(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     opt = OPTIMIZERS[optimizer](learning_rate)
-    z_c = encode(x_c[None])[0]
+    z_c = encode(x_c) if x_c.ndim == 4 else encode(x_c[None])[0]
     step = jax.jit(
         make_disguise_step(
             encode, alpha, gamma_1, gamma_2, opt, low, high, linf_radius, mse_radius
@@ -263,7 +265,8 @@ def generate_disguises(
     # meets the thresholds (the last step's distances belong to the x_d before it).
     x_d = np.asarray(state.x_d)
     d1 = np.asarray(image_distance(x_b, state.x_d))
-    d2 = np.asarray(feature_distance(encode(state.x_d), z_c[None], latent_ndim=z_c.ndim))
+    z_d = encode(state.x_d)
+    d2 = np.asarray(feature_distance(z_d, z_c, latent_ndim=z_d.ndim - 1))
     return DisguiseResult(
         x_d=x_d,
         d1=d1,

@@ -164,6 +164,28 @@ def test_unfinished_disguises_report_the_distances_of_what_they_return():
     assert (result.d2 < detection_scores(encode, x_b, x_c)).all()
 
 
+def test_one_target_per_base_equals_each_base_alone():
+    # x_c [N, H, W, C]: disguise n chases E(x_c[n]); Algorithm 1 separates over n, so the
+    # batch returns what N runs of one base and one target each return
+    _, encode = linear_encoder()
+    rng = np.random.default_rng(6)
+    x_b = rng.uniform(-0.5, 0.5, (3, 8, 8, 1)).astype(np.float32)
+    x_c = rng.uniform(-0.5, 0.5, (3, 8, 8, 1)).astype(np.float32)
+    kwargs = dict(gamma_1=0.0, gamma_2=0.0, max_steps=5, optimizer="normalized", mse_radius=0.01)
+    batch = generate_disguises(encode, x_b, x_c, learning_rate=0.05, **kwargs)
+    for n in range(3):
+        alone = generate_disguises(encode, x_b[n : n + 1], x_c[n], learning_rate=0.05, **kwargs)
+        np.testing.assert_allclose(batch.x_d[n], alone.x_d[0], atol=1e-6)
+        np.testing.assert_allclose(batch.d2[n], alone.d2[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        batch.d2,
+        [detection_scores(encode, batch.x_d[n : n + 1], x_c[n])[0] for n in range(3)],
+        rtol=1e-4,
+    )
+    with pytest.raises(ValueError, match="one per base"):
+        generate_disguises(encode, x_b, x_c[:2])
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [

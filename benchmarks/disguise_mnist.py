@@ -327,6 +327,19 @@ def main() -> None:
             out["reach"].append(row)
             if args.ldm_disguises == "ascent":
                 disguises[floor] = tries["ascent from the faint stamp"]
+        if args.ldm_disguises == "ascent":  # the bars, for the disguises the latent model gets
+            x_d = disguises[args.psnr[0]]
+            z_t = ae.encode(targets[None] if targets.ndim == 3 else targets)
+            d2 = np.asarray(feature_distance(ae.encode(x_d), z_t, x_c.ndim))
+            out["ascent_disguises"] = dict(
+                psnr_min=float(psnr(x_d, x_b).min()),
+                d2_over_same_class=float(np.median(d2) / same),
+                below_same_class=float(np.mean(d2 < same)),
+                auroc_step1=auroc(neg, -d2),
+                disguise_symbol=float(symbol.has_symbol(x_d).mean()),
+                revealed_symbol=float(symbol.has_symbol(decoded(x_d)).mean()),
+            )
+            print(f"the ascent's disguises: {json.dumps(out['ascent_disguises'])}", flush=True)
 
     # 5. Latent diffusion: disguises, control, direct copies.
     if args.ldm_iterations:

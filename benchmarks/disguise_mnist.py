@@ -114,6 +114,7 @@ def reach(ae, x_b: np.ndarray, floor: float, steps: int, opt, plot_dir: str) -> 
             flagged=float(symbol.has_symbol(x_d).mean()),
             revealed_score_median=float(np.median(symbol.symbol_score(revealed))),
             revealed_flagged=float(symbol.has_symbol(revealed).mean()),
+            revealed_flagged_no_side_test=float(symbol.has_symbol(revealed, min_side=None).mean()),
         )
         print(f"reach at {floor:g} dB, {name}: {json.dumps(row[name])}", flush=True)
         if name == "ascent from x_b":
@@ -210,16 +211,19 @@ def main() -> None:
 
     # 2. The symbol detector.
     stamped_test = symbol.add_symbol(x_test)
+    stamped_decoded = decoded(stamped_test)
     rates = {
         "clean": symbol.has_symbol(x_test).mean(),
         "clean, decoded": symbol.has_symbol(decoded(x_test)).mean(),
         "stamped": symbol.has_symbol(stamped_test).mean(),
-        "stamped, decoded": symbol.has_symbol(decoded(stamped_test)).mean(),
+        "stamped, decoded": symbol.has_symbol(stamped_decoded).mean(),
+        "stamped, decoded, no side test": symbol.has_symbol(stamped_decoded, min_side=None).mean(),
     }
     out["detector"] = {k: float(v) for k, v in rates.items()}
     print(
         f"symbol detector (contrast >= {symbol.THRESHOLD}, shape correlation >= "
-        f"{symbol.MIN_CORRELATION}), fraction flagged of 1000 test digits:"
+        f"{symbol.MIN_CORRELATION}, each side of the square >= {symbol.MIN_SIDE}), fraction "
+        "flagged of 1000 test digits:"
     )
     for k, v in rates.items():
         print(f"  {k}: {v:.3f}")
@@ -365,11 +369,13 @@ def main() -> None:
             train_s = time.perf_counter() - t0
             samples = ldm.sample(args.samples, seed=1)
             frac = float(symbol.has_symbol(samples).mean())
+            no_sides = float(symbol.has_symbol(samples, min_side=None).mean())
             contrast_only = float(np.mean(symbol.symbol_score(samples) >= symbol.THRESHOLD))
             out["ldm"][name] = dict(
                 train_images=len(images),
                 train_seconds=train_s,
                 symbol_fraction=frac,
+                no_side_test_fraction=no_sides,
                 contrast_only_fraction=contrast_only,
                 final_loss=float(ldm.losses[-100:].mean()),
             )
@@ -378,7 +384,8 @@ def main() -> None:
             save_grid(samples[:64], os.path.join(plot_dir, f"disguise_ldm_{slug}.png"))
             print(
                 f"LDM {name}: {len(images)} images, {train_s:.0f} s, symbol in "
-                f"{frac:.3f} of {args.samples} samples (contrast alone: {contrast_only:.3f})",
+                f"{frac:.3f} of {args.samples} samples (without the side test: {no_sides:.3f}; "
+                f"contrast alone: {contrast_only:.3f})",
                 flush=True,
             )
     with open(args.out, "w") as f:

@@ -5,9 +5,12 @@ The symbol is a 7x7 hollow square with a centre dot stamped bright into the top-
 of a 28x28 digit, where no MNIST digit has ink. `add_symbol` stamps it; `symbol_score` is the
 mean brightness of the symbol's pixels minus that of the other pixels of its 7x7 patch
 (images in [-1, 1]: about 2 for a clean stamp, about 0 for a blank corner), and
-`symbol_correlation` the Pearson correlation of the patch with the symbol's shape.
-`has_symbol` asks for both: enough contrast, and the shape (a bright blob or stroke in the
-corner, which generated samples can have, has contrast but not the shape).
+`symbol_correlation` the Pearson correlation of the patch with the symbol's shape, and
+`frame_sides` the brightness of each of the square's four sides over the patch's interior.
+`has_symbol` asks for all three: enough contrast, the shape (a bright blob or stroke in the
+corner, which generated samples can have, has contrast but not the shape), and all four
+sides (two sides of the square pass the first two tests: session 36 found an ascent on the
+score that made revelations, and a latent model that drew, just the top and bottom sides).
 `tests/test_disguise.py` and `benchmarks/disguise_mnist.py` validate the detector on
 held-out digits with and without the stamp, before and after the autoencoder.
 """
@@ -34,6 +37,10 @@ ORIGIN = (1, 1)  # top-left pixel of the 7x7 patch
 # decoded by the autoencoder at least about 0.5 (a clean stamp scores 2).
 THRESHOLD = 0.45
 MIN_CORRELATION = 0.5
+# Each side of the square at least this much brighter than the patch's interior (a clean
+# stamp: 2; the default autoencoder's decoded stamps: 0.38 at the least, 1000 test digits;
+# clean digits, raw or decoded: 0.02 at most; session 36).
+MIN_SIDE = 0.3
 
 
 def _patch(images: np.ndarray) -> np.ndarray:
@@ -72,8 +79,25 @@ def symbol_correlation(images: np.ndarray) -> np.ndarray:
     return np.where(norm > 1e-9, p @ t / np.maximum(norm, 1e-9), 0.0)
 
 
+def frame_sides(images: np.ndarray) -> np.ndarray:
+    """[N, 4]: the mean of the top, bottom, left and right sides of the symbol's square (the
+    5 pixels of each between the corners, which two sides share) minus the median of the
+    patch's 5x5 interior, for images [N, H, W, C] in [-1, 1] (a clean stamp: 2 each)."""
+    p = np.asarray(_patch(images), np.float64)
+    interior = np.median(p[:, 1:6, 1:6].reshape(len(p), -1), axis=1)
+    sides = [p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]]
+    return np.stack([s.mean(1) for s in sides], 1) - interior[:, None]
+
+
 def has_symbol(
-    images: np.ndarray, threshold: float = THRESHOLD, min_correlation: float = MIN_CORRELATION
+    images: np.ndarray,
+    threshold: float = THRESHOLD,
+    min_correlation: float = MIN_CORRELATION,
+    min_side: float | None = MIN_SIDE,
 ) -> np.ndarray:
-    """[N] bool: symbol_score >= threshold and symbol_correlation >= min_correlation."""
-    return (symbol_score(images) >= threshold) & (symbol_correlation(images) >= min_correlation)
+    """[N] bool: symbol_score >= threshold, symbol_correlation >= min_correlation and every
+    one of frame_sides >= min_side (None: no side test, the detector before session 36)."""
+    found = (symbol_score(images) >= threshold) & (symbol_correlation(images) >= min_correlation)
+    if min_side is not None:
+        found &= frame_sides(images).min(-1) >= min_side
+    return found

@@ -252,6 +252,17 @@ def test_symbol_stamp_and_detector_by_hand():
     np.testing.assert_allclose(symbol.symbol_score(strokes), 2 * (15 / 25 - 4 / 24), rtol=1e-5)
     assert (symbol.symbol_correlation(strokes) < symbol.MIN_CORRELATION).all()
     assert not symbol.has_symbol(strokes).any()
+    # the square's top and bottom sides alone pass the contrast and shape tests (14 of the
+    # 25 symbol pixels: 2 * 14 / 25 = 1.12) but not the side test: their left and right
+    # sides are as dark as the interior
+    two_sides = blank.copy()
+    two_sides[:, 1, 1:8] = two_sides[:, 7, 1:8] = 1.0
+    np.testing.assert_allclose(symbol.symbol_score(two_sides), 1.12, rtol=1e-5)
+    assert (symbol.symbol_correlation(two_sides) >= symbol.MIN_CORRELATION).all()
+    np.testing.assert_allclose(symbol.frame_sides(two_sides)[0], [2, 2, 0, 0])
+    np.testing.assert_allclose(symbol.frame_sides(stamped), 2.0)
+    assert symbol.has_symbol(two_sides, min_side=None).all()
+    assert not symbol.has_symbol(two_sides).any()
     with pytest.raises(ValueError, match="images"):
         symbol.symbol_score(np.zeros((1, 4, 4, 1)))
 

@@ -112,7 +112,7 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
 
     from sequence.data import BOS, EOS
     from sequence.transformer import beam_search, make_retiring_beam_search
-    from sequence.translate import length_order, padded_batches, restore_finished
+    from sequence.translate import decode_in_batches, restore_finished
 
     config, data, trainer, state = restore_finished(
         run_dir, "transformer_multi30k --decode", **changes
@@ -135,18 +135,10 @@ def time_decoding(run_dir: str, repeats: int, changes: dict) -> dict:
     fns["retiring"] = (lambda p, src: retiring(p, src)[0], False)
     fns["retiring, by length"] = (fns["retiring"][0], True)
     src = data.test_src
-    order = length_order(src)
-    batches = {
-        False: [jnp.asarray(x) for x in padded_batches(src, b)],
-        True: [jnp.asarray(x) for x in padded_batches(src[order], b)],
-    }  # by source length?
 
     def decode(name):
         fn, by_length = fns[name]
-        out = np.concatenate([np.asarray(fn(params, x)) for x in batches[by_length]])[: len(src)]
-        if by_length:
-            out[order] = out.copy()
-        return out
+        return decode_in_batches(lambda x: fn(params, jnp.asarray(x)), src, b, by_length)
 
     outputs = {name: decode(name) for name in fns}  # compiles
     same = {

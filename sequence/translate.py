@@ -156,6 +156,19 @@ def padded_batches(src_NS: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [padded[i : i + batch_size] for i in range(0, rows, batch_size)]
 
 
+def decode_in_batches(decode, src_NS: np.ndarray, batch_size: int, by_length: bool = True):
+    """decode(src [batch_size, S]) -> [batch_size, T] applied to src_NS [N, S] in
+    `padded_batches`; with `by_length` the batches are cut from the sentences sorted by
+    source length (`length_order`). Returns [N, T] in src_NS's order."""
+    order = length_order(src_NS) if by_length else np.arange(len(src_NS))
+    out = np.concatenate(
+        [np.asarray(decode(x)) for x in padded_batches(src_NS[order], batch_size)]
+    )[: len(src_NS)]
+    result = np.empty_like(out)
+    result[order] = out
+    return result
+
+
 class TranslationTrainer(NamedTuple):
     model: Transformer
     data: object  # sequence.data.TranslationData
@@ -279,16 +292,9 @@ def make_translation_trainer(config: TransformerConfig, data) -> TranslationTrai
         the batches are cut from the sentences sorted by source length (the output keeps
         src's order), so that a batch's sentences tend to settle together and the retiring
         search sheds them sooner."""
-        order = length_order(src) if by_length else np.arange(len(src))
-        out = np.concatenate(
-            [
-                np.asarray(decode(params, x, beam_size))
-                for x in padded_batches(src[order], config.eval_batch_size)
-            ]
-        )[: len(src)]
-        result = np.empty_like(out)
-        result[order] = out
-        return result
+        return decode_in_batches(
+            lambda x: decode(params, x, beam_size), src, config.eval_batch_size, by_length
+        )
 
     return TranslationTrainer(model, data, init, train_chunk, evaluate, translate)
 

@@ -2,7 +2,7 @@
 
     python benchmarks/disguise_mnist.py [--autoencoder RUN_DIR] [--psnr 25 20 17 14]
         [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest] [--reach]
-        [--target x_c|stamped-bases]
+        [--reach-score contrast|sides] [--target x_c|stamped-bases]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
 2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
@@ -70,16 +70,19 @@ from diffusion.latent import (  # noqa: E402
 from diffusion.train import load_training_images, save_grid  # noqa: E402
 
 
-def reach(ae, x_b: np.ndarray, floor: float, steps: int, opt, plot_dir: str) -> tuple[dict, dict]:
+def reach(
+    ae, x_b: np.ndarray, floor: float, steps: int, opt, plot_dir: str, score=symbol.symbol_score
+) -> tuple[dict, dict]:
     """What perturbations of the bases x_b [N, H, W, C] within a PSNR floor can reveal,
     whatever they do to the latent: (1) a faint stamp, x_b moved toward add_symbol(x_b) as far
-    as the floor allows; (2) the symbol score of D(E(x_d)) maximised directly, by `steps` of
-    projected ascent (the optax optimizer `opt`) from x_b and from the faint stamp (local
-    searches: they bound what such searches find, not every perturbation). For each, the
-    median symbol score and the share flagged by the detector, of x_d itself and of its
-    revelation D(E(x_d)). Saves the ascent from x_b as plot_dir/disguise_reach_psnrP.png
-    (8 bases, their x_d, then D(E(x_d))). Returns {"psnr_floor": floor, name: {...}} for the
-    three, and {name: x_d [N, H, W, C]}."""
+    as the floor allows; (2) `score` of D(E(x_d)) (the symbol score, or `symbol.frame_score`,
+    which needs all four sides of the square) maximised directly, by `steps` of projected
+    ascent (the optax optimizer `opt`) from x_b and from the faint stamp (local searches:
+    they bound what such searches find, not every perturbation). For each, the median symbol
+    score, the median of the smallest of the four sides, and the share flagged by the
+    detector, of x_d itself and of its revelation D(E(x_d)). Saves the ascent from x_b as
+    plot_dir/disguise_reach_psnrP.png (8 bases, their x_d, then D(E(x_d))). Returns
+    {"psnr_floor": floor, name: {...}} for the three, and {name: x_d [N, H, W, C]}."""
     mse_radius = 4.0 / 10 ** (floor / 10)
     delta = symbol.add_symbol(x_b) - x_b
     t = np.sqrt(mse_radius / np.mean(delta**2, axis=(1, 2, 3), keepdims=True))
@@ -90,7 +93,7 @@ def reach(ae, x_b: np.ndarray, floor: float, steps: int, opt, plot_dir: str) -> 
 
     @jax.jit
     def ascend(x, opt_state):
-        grad = jax.grad(lambda x: -symbol.symbol_score(reveal(x)).sum())(x)
+        grad = jax.grad(lambda x: -score(reveal(x)).sum())(x)
         updates, opt_state = opt.update(grad, opt_state, x)
         return project(optax.apply_updates(x, updates), x_b, mse_radius=mse_radius), opt_state
 
@@ -114,6 +117,7 @@ def reach(ae, x_b: np.ndarray, floor: float, steps: int, opt, plot_dir: str) -> 
             score_median=float(np.median(symbol.symbol_score(x_d))),
             flagged=float(symbol.has_symbol(x_d).mean()),
             revealed_score_median=float(np.median(symbol.symbol_score(revealed))),
+            revealed_min_side_median=float(np.median(symbol.frame_sides(revealed).min(-1))),
             revealed_flagged=float(symbol.has_symbol(revealed).mean()),
             revealed_flagged_no_side_test=float(symbol.has_symbol(revealed, min_side=None).mean()),
         )
@@ -158,7 +162,14 @@ def main() -> None:
         "--reach",
         action="store_true",
         help="Also measure what perturbations within each PSNR floor can reveal: a faint "
-        "stamp, and projected ascent (--optimizer) on the symbol score of D(E(x_d)).",
+        "stamp, and projected ascent (--optimizer) on a score of D(E(x_d)) (--reach-score).",
+    )
+    p.add_argument(
+        "--reach-score",
+        choices=("contrast", "sides"),
+        default="contrast",
+        help="The score --reach ascends: symbol_score (contrast; sessions 35-36) or "
+        "frame_score (the soft minimum of the square's four sides; session 37).",
     )
     p.add_argument(
         "--target",
@@ -328,7 +339,8 @@ def main() -> None:
         optimizer = OPTIMIZERS[args.optimizer](args.learning_rate)
         out["reach"] = []
         for floor in args.psnr:
-            row, tries = reach(ae, x_b, floor, args.disguise_steps, optimizer, plot_dir)
+            score = symbol.frame_score if args.reach_score == "sides" else symbol.symbol_score
+            row, tries = reach(ae, x_b, floor, args.disguise_steps, optimizer, plot_dir, score)
             out["reach"].append(row)
             if args.ldm_disguises == "ascent":
                 disguises[floor] = tries["ascent from the faint stamp"]

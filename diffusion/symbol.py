@@ -6,7 +6,8 @@ of a 28x28 digit, where no MNIST digit has ink. `add_symbol` stamps it; `symbol_
 mean brightness of the symbol's pixels minus that of the other pixels of its 7x7 patch
 (images in [-1, 1]: about 2 for a clean stamp, about 0 for a blank corner), and
 `symbol_correlation` the Pearson correlation of the patch with the symbol's shape, and
-`frame_sides` the brightness of each of the square's four sides over the patch's interior.
+`frame_sides` the brightness of each of the square's four sides over the patch's interior
+(`frame_score`, their soft minimum, is a differentiable score that needs all four).
 `has_symbol` asks for all three: enough contrast, the shape (a bright blob or stroke in the
 corner, which generated samples can have, has contrast but not the shape), and all four
 sides (two sides of the square pass the first two tests: session 36 found an ascent on the
@@ -18,6 +19,7 @@ held-out digits with and without the stamp, before and after the autoencoder.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 SYMBOL = np.array(
@@ -88,6 +90,28 @@ def frame_sides(images: np.ndarray) -> np.ndarray:
     interior = np.median(p[:, 1:6, 1:6].reshape(len(p), -1), axis=1)
     sides = [p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]]
     return np.stack([s.mean(1) for s in sides], 1) - interior[:, None]
+
+
+def frame_score(images, temperature: float = 0.1) -> jax.Array:
+    """[N], differentiable: a soft minimum of the square's four sides over its interior, for
+    images [N, H, W, C] in [-1, 1]. Each side is the mean of its 5 pixels between the corners
+    (as in `frame_sides`) minus the mean of the patch's 5x5 interior without the centre dot
+    (a mean, not `frame_sides`' median, so that it has a gradient); the soft minimum is the
+    sides' average weighted by softmax(-side / temperature), which is exact when the sides are
+    equal (a clean stamp: 2) and tends to the smallest side as temperature -> 0 (top and
+    bottom sides alone: about 0). `benchmarks/disguise_mnist.py --reach-score sides` ascends
+    it, so that an ascent cannot pass with part of the frame, as session 36's ascent on
+    `symbol_score` did."""
+    if temperature <= 0:
+        raise ValueError(f"temperature: must be > 0, got {temperature}")
+    p = jnp.asarray(_patch(images), jnp.float32)
+    inner = p[:, 1:6, 1:6].reshape(len(p), 25)
+    interior = (inner.sum(-1) - inner[:, 12]) / 24  # without the centre dot
+    sides = (
+        jnp.stack([p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]], 1).mean(-1)
+        - interior[:, None]
+    )
+    return (jax.nn.softmax(-sides / temperature, axis=-1) * sides).sum(-1)
 
 
 def has_symbol(

@@ -263,6 +263,24 @@ def test_symbol_stamp_and_detector_by_hand():
     np.testing.assert_allclose(symbol.frame_sides(stamped), 2.0)
     assert symbol.has_symbol(two_sides, min_side=None).all()
     assert not symbol.has_symbol(two_sides).any()
+    # frame_score, the sides' soft minimum: 2 for the stamp, about 0 for two sides, and the
+    # sides' plain mean at a high temperature (2, 2, 2, 1: 1.75)
+    np.testing.assert_allclose(symbol.frame_score(stamped), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(symbol.frame_score(two_sides), 0.0, atol=1e-6)
+    three_dim = stamped.copy()
+    three_dim[:, 2:7, 7] = 0.0  # the right side half bright
+    np.testing.assert_allclose(symbol.frame_score(three_dim, temperature=1e6), 1.75, rtol=1e-5)
+    # its gradient on two sides goes to the dark ones: softmax weight 1/2 over 5 pixels = 0.1
+    # on each pixel of the left and right sides, -1/24 on the interior without the dot, 0 on
+    # the bright sides, the corners and the dot (up to e^-20)
+    grad = np.asarray(jax.grad(lambda x: symbol.frame_score(x).sum())(jnp.asarray(two_sides[:1])))
+    want = np.zeros((1, 28, 28, 1))
+    want[0, 2:7, 2:7, 0] = -1 / 24
+    want[0, 4, 4, 0] = 0.0
+    want[0, 2:7, 1, 0] = want[0, 2:7, 7, 0] = 0.1
+    np.testing.assert_allclose(grad, want, atol=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        symbol.frame_score(stamped, temperature=0.0)
     with pytest.raises(ValueError, match="images"):
         symbol.symbol_score(np.zeros((1, 4, 4, 1)))
 

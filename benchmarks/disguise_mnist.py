@@ -2,7 +2,7 @@
 
     python benchmarks/disguise_mnist.py [--autoencoder RUN_DIR] [--psnr 25 20 17 14]
         [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest] [--reach]
-        [--reach-score contrast|sides] [--target x_c|stamped-bases]
+        [--reach-score contrast|margin] [--target x_c|stamped-bases]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
 2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
@@ -15,6 +15,8 @@
    floor, gamma_2 a quarter of the same-class distance so that each floor shows how far the
    budget goes), reported against the bars: PSNR against x_b,
    latent distance D2 to E(x_c) against the median D2 of two clean test digits of one class.
+   Beside them, the latent path: the bases' latents moved toward their stamped latents,
+   decoded, to show how small D2 must be for a revelation to carry the symbol.
    With --target stamped-bases each disguise has its own copyrighted image, its base with the
    symbol stamped on it (the copyrighted content is the symbol, not x_c's digit), so the
    latent distance the budget buys is spent on the symbol alone.
@@ -22,8 +24,10 @@
    disguises (ROC AUROC; with --target stamped-bases every clean digit against every
    target); step 2 the revelation D(E(x)) compared with x_c (D1, and whether
    the symbol detector fires on it). With --reach, a bound that ignores the latent: the
-   symbol score of D(E(x_d)) maximised directly within each PSNR floor, beside a faint stamp
-   of the same PSNR (can a disguise of that budget reveal the symbol at all?).
+   symbol score of D(E(x_d)) (or, with --reach-score margin, the soft minimum of the
+   detector's margins, which needs all four sides of the square) maximised directly within
+   each PSNR floor, beside a faint stamp of the same PSNR (can a disguise of that budget
+   reveal the symbol at all?).
 5. The latent diffusion experiment for the disguises of the first PSNR floor: a latent DDPM on
    1000 clean digits + 100 disguises x 20, a control on the 1000 clean digits, and a
    positive control on 1000 clean + 100 copies of x_c x 20 (direct infringement; with
@@ -75,14 +79,15 @@ def reach(
 ) -> tuple[dict, dict]:
     """What perturbations of the bases x_b [N, H, W, C] within a PSNR floor can reveal,
     whatever they do to the latent: (1) a faint stamp, x_b moved toward add_symbol(x_b) as far
-    as the floor allows; (2) `score` of D(E(x_d)) (the symbol score, or `symbol.frame_score`,
-    which needs all four sides of the square) maximised directly, by `steps` of projected
-    ascent (the optax optimizer `opt`) from x_b and from the faint stamp (local searches:
-    they bound what such searches find, not every perturbation). For each, the median symbol
-    score, the median of the smallest of the four sides, and the share flagged by the
-    detector, of x_d itself and of its revelation D(E(x_d)). Saves the ascent from x_b as
-    plot_dir/disguise_reach_psnrP.png (8 bases, their x_d, then D(E(x_d))). Returns
-    {"psnr_floor": floor, name: {...}} for the three, and {name: x_d [N, H, W, C]}."""
+    as the floor allows; (2) `score` of D(E(x_d)) (the symbol score, or
+    `symbol.detector_margin`, which needs all of the detector's tests) maximised directly,
+    by `steps` of projected ascent (the optax optimizer `opt`) from x_b and from the faint
+    stamp (local searches: they bound what such searches find, not every perturbation). For
+    each, the median symbol score, the median of the smallest of the four sides, and the
+    share flagged by the detector, of x_d itself and of its revelation D(E(x_d)). Saves the
+    ascent from x_b as plot_dir/disguise_reach_psnrP.png (8 bases, their x_d, then
+    D(E(x_d))). Returns {"psnr_floor": floor, name: {...}} for the three, and
+    {name: x_d [N, H, W, C]}."""
     mse_radius = 4.0 / 10 ** (floor / 10)
     delta = symbol.add_symbol(x_b) - x_b
     t = np.sqrt(mse_radius / np.mean(delta**2, axis=(1, 2, 3), keepdims=True))
@@ -128,6 +133,28 @@ def reach(
     return row, tries
 
 
+def latent_path(ae, x_b: np.ndarray, same: float, steps: int = 20) -> list[dict]:
+    """How close to the stamped base's latent must a disguise's latent come for its revelation
+    to show the symbol? For lambda = 0, 1/steps, ..., 1: decode z = (1 - lambda) E(x_b) +
+    lambda E(add_symbol(x_b)) for the bases x_b [N, H, W, C]; per lambda the median D2(z,
+    E(add_symbol(x_b))) over the same-class distance `same`, and the share of the decoded
+    images the detector flags (and without its side test)."""
+    z_b, z_s = ae.encode(x_b), ae.encode(symbol.add_symbol(x_b))
+    rows = []
+    for lam in np.linspace(0.0, 1.0, steps + 1):
+        z = (1 - lam) * z_b + lam * z_s
+        x = np.asarray(ae.decode(z))
+        rows.append(
+            dict(
+                lam=float(lam),
+                d2_over_same_class=float(np.median(feature_distance(z, z_s, x_b.ndim - 1)) / same),
+                flagged=float(symbol.has_symbol(x).mean()),
+                flagged_no_side_test=float(symbol.has_symbol(x, min_side=None).mean()),
+            )
+        )
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--autoencoder", default=None, help="A finished train autoencoder run.")
@@ -166,10 +193,11 @@ def main() -> None:
     )
     p.add_argument(
         "--reach-score",
-        choices=("contrast", "sides"),
+        choices=("contrast", "margin"),
         default="contrast",
         help="The score --reach ascends: symbol_score (contrast; sessions 35-36) or "
-        "frame_score (the soft minimum of the square's four sides; session 37).",
+        "detector_margin (the soft minimum of the detector's margins, which needs all four "
+        "sides of the square; session 37).",
     )
     p.add_argument(
         "--target",
@@ -267,6 +295,19 @@ def main() -> None:
     ratio = symbol_d2 / same
     print(f"median D2 that the symbol adds to a test digit: {symbol_d2:.4f} ({ratio:.2f}x)")
     print(f"median D2(E(x_b), E(x_c)) of the bases: {np.median(base_d2):.4f}")
+    out["latent_path"] = latent_path(ae, x_b, same)
+    half = [r for r in out["latent_path"] if r["flagged"] >= 0.5]
+    print(
+        "decoded from (1 - lambda) E(x_b) + lambda E(x_b stamped): "
+        + ", ".join(f"{r['lam']:.2f}: {r['flagged']:.2f}" for r in out["latent_path"][::2])
+        + " flagged; half flagged "
+        + (
+            f"from lambda {half[0]['lam']:.2f}, D2 {half[0]['d2_over_same_class']:.3f}x the "
+            "same-class distance"
+            if half
+            else "at no lambda"
+        )
+    )
     if args.target == "stamped-bases":
         targets = symbol.add_symbol(x_b)
         z_test = ae.encode(x_test)
@@ -339,7 +380,7 @@ def main() -> None:
         optimizer = OPTIMIZERS[args.optimizer](args.learning_rate)
         out["reach"] = []
         for floor in args.psnr:
-            score = symbol.frame_score if args.reach_score == "sides" else symbol.symbol_score
+            score = symbol.detector_margin if args.reach_score == "margin" else symbol.symbol_score
             row, tries = reach(ae, x_b, floor, args.disguise_steps, optimizer, plot_dir, score)
             out["reach"].append(row)
             if args.ldm_disguises == "ascent":

@@ -7,7 +7,8 @@ mean brightness of the symbol's pixels minus that of the other pixels of its 7x7
 (images in [-1, 1]: about 2 for a clean stamp, about 0 for a blank corner), and
 `symbol_correlation` the Pearson correlation of the patch with the symbol's shape, and
 `frame_sides` the brightness of each of the square's four sides over the patch's interior
-(`frame_score`, their soft minimum, is a differentiable score that needs all four).
+(`detector_margin`, a differentiable soft minimum of the three tests' margins, is what an
+ascent that must pass them all can climb).
 `has_symbol` asks for all three: enough contrast, the shape (a bright blob or stroke in the
 corner, which generated samples can have, has contrast but not the shape), and all four
 sides (two sides of the square pass the first two tests: session 36 found an ascent on the
@@ -67,7 +68,10 @@ def symbol_score(images: np.ndarray) -> np.ndarray:
     """[N]: mean of the symbol's pixels minus mean of the rest of its 7x7 patch. A jax array
     in gives a jax array out, differentiable (`benchmarks/disguise_mnist.py --reach` ascends
     it)."""
-    p = _patch(images)
+    return _contrast(_patch(images))
+
+
+def _contrast(p):
     return (p * SYMBOL).sum((-2, -1)) / SYMBOL.sum() - (p * ~SYMBOL).sum((-2, -1)) / (~SYMBOL).sum()
 
 
@@ -92,26 +96,41 @@ def frame_sides(images: np.ndarray) -> np.ndarray:
     return np.stack([s.mean(1) for s in sides], 1) - interior[:, None]
 
 
-def frame_score(images, temperature: float = 0.1) -> jax.Array:
-    """[N], differentiable: a soft minimum of the square's four sides over its interior, for
-    images [N, H, W, C] in [-1, 1]. Each side is the mean of its 5 pixels between the corners
-    (as in `frame_sides`) minus the mean of the patch's 5x5 interior without the centre dot
-    (a mean, not `frame_sides`' median, so that it has a gradient); the soft minimum is the
-    sides' average weighted by softmax(-side / temperature), which is exact when the sides are
-    equal (a clean stamp: 2) and tends to the smallest side as temperature -> 0 (top and
-    bottom sides alone: about 0). `benchmarks/disguise_mnist.py --reach-score sides` ascends
-    it, so that an ascent cannot pass with part of the frame, as session 36's ascent on
-    `symbol_score` did."""
+def detector_margin(
+    images,
+    temperature: float = 0.05,
+    threshold: float = THRESHOLD,
+    min_correlation: float = MIN_CORRELATION,
+    min_side: float = MIN_SIDE,
+) -> jax.Array:
+    """[N], differentiable: a soft minimum of `has_symbol`'s six margins, for images
+    [N, H, W, C] in [-1, 1]: symbol_score - threshold, symbol_correlation - min_correlation,
+    and each of the square's four sides - min_side. A side here is the mean of its 5 pixels
+    between the corners minus the mean of the patch's 5x5 interior without the centre dot (a
+    mean, where `frame_sides` takes the median, so that it has a gradient). The soft minimum
+    is the margins' average weighted by softmax(-margin / temperature): it tends to the
+    smallest margin as temperature -> 0, so it is positive about where the detector flags
+    (a clean stamp: the correlation's 0.5; the top and bottom sides alone: -0.3).
+    `benchmarks/disguise_mnist.py --reach-score margin` ascends it, so that an ascent must pass
+    every test, where session 36's ascent on `symbol_score` passed with part of the frame."""
     if temperature <= 0:
         raise ValueError(f"temperature: must be > 0, got {temperature}")
     p = jnp.asarray(_patch(images), jnp.float32)
     inner = p[:, 1:6, 1:6].reshape(len(p), 25)
     interior = (inner.sum(-1) - inner[:, 12]) / 24  # without the centre dot
-    sides = (
-        jnp.stack([p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]], 1).mean(-1)
-        - interior[:, None]
+    sides = jnp.stack([p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]], 1).mean(-1)
+    q = p.reshape(len(p), 49) - p.reshape(len(p), 49).mean(-1, keepdims=True)
+    t = SYMBOL.reshape(49) - SYMBOL.mean()
+    corr = q @ t / (jnp.sqrt((q**2).sum(-1) + 1e-12) * np.linalg.norm(t))
+    margins = jnp.concatenate(
+        [
+            (_contrast(p) - threshold)[:, None],
+            (corr - min_correlation)[:, None],
+            sides - interior[:, None] - min_side,
+        ],
+        1,
     )
-    return (jax.nn.softmax(-sides / temperature, axis=-1) * sides).sum(-1)
+    return (jax.nn.softmax(-margins / temperature, axis=-1) * margins).sum(-1)
 
 
 def has_symbol(

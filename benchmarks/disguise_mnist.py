@@ -3,6 +3,7 @@
     python benchmarks/disguise_mnist.py [--autoencoder RUN_DIR] [--psnr 25 20 17 14]
         [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest] [--reach]
         [--reach-score contrast|margin] [--target x_c|stamped-bases]
+        [--feature encoder|reconstruction] [--ldm-disguises algorithm-1|ascent]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
 2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
@@ -19,7 +20,9 @@
    decoded, to show how small D2 must be for a revelation to carry the symbol.
    With --target stamped-bases each disguise has its own copyrighted image, its base with the
    symbol stamped on it (the copyrighted content is the symbol, not x_c's digit), so the
-   latent distance the budget buys is spent on the symbol alone.
+   latent distance the budget buys is spent on the symbol alone. With --feature
+   reconstruction, Algorithm 1's D2 compares revelations D(E(.)) instead of latents E(.)
+   (the bars' D2 stays the latent one).
 4. Detection: step 1 scores -D2(E(x), E(x_c)) on 1000 clean test digits against the
    disguises (ROC AUROC; with --target stamped-bases every clean digit against every
    target); step 2 the revelation D(E(x)) compared with x_c (D1, and whether
@@ -207,6 +210,14 @@ def main() -> None:
         "symbol stamped on it (see doc).",
     )
     p.add_argument(
+        "--feature",
+        choices=("encoder", "reconstruction"),
+        default="encoder",
+        help="Algorithm 1's feature map for D2: the encoder E (the paper's), or the "
+        "revelation D(E(x)) (D2 is then the mean squared pixel difference of D(E(x_d)) and "
+        "D(E(x_c)); the bars' D2 is still measured in the latent space).",
+    )
+    p.add_argument(
         "--ldm-disguises",
         choices=("algorithm-1", "ascent"),
         default="algorithm-1",
@@ -316,12 +327,18 @@ def main() -> None:
         ).ravel()  # every clean test digit against every target
     else:
         targets = x_c
+    z_targets = ae.encode(targets[None] if targets.ndim == 3 else targets)
+
+    def latent_d2(x_d):  # the bars' D2, in the latent space whatever --feature is
+        return np.asarray(feature_distance(ae.encode(x_d), z_targets, x_c.ndim))
+
+    feature = ae.encode if args.feature == "encoder" else (lambda x: ae.decode(ae.encode(x)))
     rows, disguises = [], {}
     for floor in args.psnr:
         gamma_1 = 4.0 / 10 ** (floor / 10)
         t0 = time.perf_counter()
         r = generate_disguises(
-            ae.encode,
+            feature,
             x_b,
             targets,
             alpha=0.0,
@@ -334,14 +351,15 @@ def main() -> None:
         )
         seconds = time.perf_counter() - t0
         revealed = decoded(r.x_d)
+        d2 = r.d2 if args.feature == "encoder" else latent_d2(r.x_d)
         row = dict(
             psnr_floor=floor,
             seconds=seconds,
             psnr_min=float(r.psnr.min()),
-            d2_median=float(np.median(r.d2)),
-            d2_over_same_class=float(np.median(r.d2) / same),
-            below_same_class=float(np.mean(r.d2 < same)),
-            auroc_step1=auroc(neg, -r.d2),
+            d2_median=float(np.median(d2)),
+            d2_over_same_class=float(np.median(d2) / same),
+            below_same_class=float(np.mean(d2 < same)),
+            auroc_step1=auroc(neg, -d2),
             revelation_d1_median=float(np.median(image_distance(revealed, targets))),
             revealed_symbol=float(symbol.has_symbol(revealed).mean()),
             revealed_score_median=float(np.median(symbol.symbol_score(revealed))),
@@ -387,8 +405,7 @@ def main() -> None:
                 disguises[floor] = tries["ascent from the faint stamp"]
         if args.ldm_disguises == "ascent":  # the bars, for the disguises the latent model gets
             x_d = disguises[args.psnr[0]]
-            z_t = ae.encode(targets[None] if targets.ndim == 3 else targets)
-            d2 = np.asarray(feature_distance(ae.encode(x_d), z_t, x_c.ndim))
+            d2 = latent_d2(x_d)
             out["ascent_disguises"] = dict(
                 psnr_min=float(psnr(x_d, x_b).min()),
                 d2_over_same_class=float(np.median(d2) / same),

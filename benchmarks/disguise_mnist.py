@@ -88,9 +88,9 @@ def reach(
     stamp (local searches: they bound what such searches find, not every perturbation). For
     each, the median symbol score, the median of the smallest of the four sides, and the
     share flagged by the detector, of x_d itself and of its revelation D(E(x_d)). Saves the
-    ascent from x_b as plot_dir/disguise_reach_psnrP.png (8 bases, their x_d, then
-    D(E(x_d))). Returns {"psnr_floor": floor, name: {...}} for the three, and
-    {name: x_d [N, H, W, C]}."""
+    ascents from x_b and from the faint stamp as plot_dir/disguise_reach_psnrP.png and
+    disguise_reach_faint_psnrP.png (8 bases, their x_d, then D(E(x_d))). Returns
+    {"psnr_floor": floor, name: {...}} for the three, and {name: x_d [N, H, W, C]}."""
     mse_radius = 4.0 / 10 ** (floor / 10)
     delta = symbol.add_symbol(x_b) - x_b
     t = np.sqrt(mse_radius / np.mean(delta**2, axis=(1, 2, 3), keepdims=True))
@@ -130,9 +130,10 @@ def reach(
             revealed_flagged_no_side_test=float(symbol.has_symbol(revealed, min_side=None).mean()),
         )
         print(f"reach at {floor:g} dB, {name}: {json.dumps(row[name])}", flush=True)
-        if name == "ascent from x_b":
+        if name != "faint stamp":
             grid = np.concatenate([x_b[::10][:8], x_d[::10][:8], revealed[::10][:8]])
-            save_grid(grid, os.path.join(plot_dir, f"disguise_reach_psnr{floor:g}.png"))
+            slug = "" if name == "ascent from x_b" else "_faint"
+            save_grid(grid, os.path.join(plot_dir, f"disguise_reach{slug}_psnr{floor:g}.png"))
     return row, tries
 
 

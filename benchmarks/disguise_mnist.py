@@ -398,8 +398,8 @@ def main() -> None:
     if args.reach:
         optimizer = OPTIMIZERS[args.optimizer](args.learning_rate)
         out["reach"] = []
+        score = symbol.detector_margin if args.reach_score == "margin" else symbol.symbol_score
         for floor in args.psnr:
-            score = symbol.detector_margin if args.reach_score == "margin" else symbol.symbol_score
             row, tries = reach(ae, x_b, floor, args.disguise_steps, optimizer, plot_dir, score)
             out["reach"].append(row)
             if args.ldm_disguises == "ascent":

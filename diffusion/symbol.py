@@ -78,12 +78,24 @@ def _contrast(p):
 def symbol_correlation(images: np.ndarray) -> np.ndarray:
     """[N]: Pearson correlation of the 7x7 patch with the symbol's 0/1 shape (0 for a flat
     patch)."""
-    p = _patch(images).reshape(-1, 49).astype(np.float64)
-    t = SYMBOL.reshape(-1).astype(np.float64)
-    p = p - p.mean(-1, keepdims=True)
-    t = t - t.mean()
-    norm = np.linalg.norm(p, axis=-1) * np.linalg.norm(t)
-    return np.where(norm > 1e-9, p @ t / np.maximum(norm, 1e-9), 0.0)
+    return _correlation(np.asarray(_patch(images), np.float64))
+
+
+def _correlation(p):
+    """Pearson correlation of patches p [N, 7, 7] (numpy or jax) with SYMBOL; the epsilon
+    makes a flat patch 0 and keeps its gradient finite."""
+    xp = jnp if isinstance(p, jax.Array) else np
+    q = p.reshape(len(p), 49)
+    q = q - q.mean(-1, keepdims=True)
+    t = SYMBOL.reshape(49) - SYMBOL.mean()
+    return q @ t / (xp.sqrt((q**2).sum(-1) + 1e-12) * np.linalg.norm(t))
+
+
+def _sides(p):
+    """[N, 4]: the mean of the 5 pixels between the corners of the top, bottom, left and
+    right sides of the square, for patches p [N, 7, 7] (numpy or jax)."""
+    xp = jnp if isinstance(p, jax.Array) else np
+    return xp.stack([p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]], 1).mean(-1)
 
 
 def frame_sides(images: np.ndarray) -> np.ndarray:
@@ -92,8 +104,7 @@ def frame_sides(images: np.ndarray) -> np.ndarray:
     patch's 5x5 interior, for images [N, H, W, C] in [-1, 1] (a clean stamp: 2 each)."""
     p = np.asarray(_patch(images), np.float64)
     interior = np.median(p[:, 1:6, 1:6].reshape(len(p), -1), axis=1)
-    sides = [p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]]
-    return np.stack([s.mean(1) for s in sides], 1) - interior[:, None]
+    return _sides(p) - interior[:, None]
 
 
 def detector_margin(
@@ -118,15 +129,11 @@ def detector_margin(
     p = jnp.asarray(_patch(images), jnp.float32)
     inner = p[:, 1:6, 1:6].reshape(len(p), 25)
     interior = (inner.sum(-1) - inner[:, 12]) / 24  # without the centre dot
-    sides = jnp.stack([p[:, 0, 1:6], p[:, 6, 1:6], p[:, 1:6, 0], p[:, 1:6, 6]], 1).mean(-1)
-    q = p.reshape(len(p), 49) - p.reshape(len(p), 49).mean(-1, keepdims=True)
-    t = SYMBOL.reshape(49) - SYMBOL.mean()
-    corr = q @ t / (jnp.sqrt((q**2).sum(-1) + 1e-12) * np.linalg.norm(t))
     margins = jnp.concatenate(
         [
             (_contrast(p) - threshold)[:, None],
-            (corr - min_correlation)[:, None],
-            sides - interior[:, None] - min_side,
+            (_correlation(p) - min_correlation)[:, None],
+            _sides(p) - interior[:, None] - min_side,
         ],
         1,
     )

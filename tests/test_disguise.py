@@ -299,6 +299,14 @@ def test_random_marks_stamp_inside_one_seven_by_seven_window():
         if len(rows):
             assert rows.max() - rows.min() < 7 and cols.max() - cols.min() < 7
     assert 0.35 < marked.sum() / (50 * 49) < 0.65  # pixels on with probability 1/2
+    # mark_low: one value per mark, uniform in [low, 1]; low = 1 keeps the bright marks.
+    x = jnp.zeros((400, 12, 12, 1))
+    faint = np.asarray(random_marks(jax.random.key(1), x, 1.0, low=0.5))
+    values = [np.unique(m[m != 0]) for m in faint]
+    assert all(len(v) == 1 and 0.5 <= v[0] <= 1.0 for v in values)
+    np.testing.assert_allclose(np.mean([v[0] for v in values]), 0.75, atol=0.02)
+    bright = np.asarray(random_marks(jax.random.key(1), x, 1.0))
+    assert set(np.unique(bright)) == {0.0, 1.0}
 
 
 def test_residual_autoencoder_blocks_start_as_identity_and_train(tmp_path):
@@ -350,6 +358,7 @@ def test_autoencoder_latent_ddpm_and_the_disguise_cli(tmp_path, capsys):
         train_per_class=32,
         widths=(8,),
         latent_channels=2,
+        res_blocks=0,
         iterations=200,
         eval_every=100,
         learning_rate=3e-3,

@@ -156,12 +156,33 @@ class Autoencoder(nn.Module):
 
 
 def autoencoder_loss(
-    model: Autoencoder, params, x_BHWC: jax.Array, latent_penalty: float = 1e-4
+    model: Autoencoder,
+    params,
+    x_BHWC: jax.Array,
+    latent_penalty: float = 1e-4,
+    latent_noise: float = 0.0,
+    key: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
-    """Mean squared reconstruction error ||D(E(x)) - x||^2 (per pixel) plus
-    latent_penalty * mean z^2 (Rombach et al. 2022, Sec. 3, with an L2 term in place of their
-    small KL weight). Returns (loss, {"reconstruction": mse, "latent_rms": sqrt(mean z^2)})."""
-    recon, z = model.apply({"params": params}, x_BHWC)
+    """Mean squared reconstruction error ||D(z) - x||^2 (per pixel) plus
+    latent_penalty * mean z^2, z = E(x) (Rombach et al. 2022, Sec. 3, with an L2 term in place
+    of their small KL weight). x_BHWC [B, H, W, C].
+
+    With latent_noise > 0 the decoder sees z + latent_noise * std(z) * eps, eps ~ N(0, I) drawn
+    with `key` and std(z) the batch's latent standard deviation (so growing the latents cannot
+    outrun the noise; no gradient flows through std(z)): a fixed-variance stand-in for the
+    VAE's sampled posterior, which teaches the decoder to decode a ball around each latent
+    alike.
+    Returns (loss, {"reconstruction": mse, "latent_rms": sqrt(mean z^2)})."""
+    if latent_noise < 0:
+        raise ValueError(f"latent_noise: must be >= 0, got {latent_noise}")
+    z = model.apply({"params": params}, x_BHWC, method=Autoencoder.encode)
+    z_in = z
+    if latent_noise > 0:
+        if key is None:
+            raise ValueError("key: needed when latent_noise > 0, got None")
+        sigma = latent_noise * jax.lax.stop_gradient(jnp.std(z))
+        z_in = z + sigma * jax.random.normal(key, z.shape, z.dtype)
+    recon = model.apply({"params": params}, z_in, method=Autoencoder.decode)
     mse = jnp.mean((recon - x_BHWC) ** 2)
     z2 = jnp.mean(z**2)
     return mse + latent_penalty * z2, {"reconstruction": mse, "latent_rms": jnp.sqrt(z2)}

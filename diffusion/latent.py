@@ -70,6 +70,12 @@ class AutoencoderConfig:
     )
     attention: bool = option(False, "Self-attention at the lowest resolution (both halves).")
     latent_penalty: float = option(1e-4, "Weight of the L2 term on the latents.", low=0.0)
+    latent_noise: float = option(
+        0.0,
+        "Gaussian noise added to the latents before decoding in training, in units of the "
+        "batch's latent standard deviation (0: none).",
+        low=0.0,
+    )
     mark_probability: float = option(
         0.5, "Probability of stamping a random 7x7 mark on a training image.", low=0.0, high=1.0
     )
@@ -162,10 +168,15 @@ def make_autoencoder_trainer(config: AutoencoderConfig, x_train: np.ndarray):
 
     def one_step(state):
         key, k_idx, k_mark = jax.random.split(state.key, 3)
+        # Folded in, not a fourth split, so runs without latent noise draw what they drew.
+        k_noise = jax.random.fold_in(k_mark, 1)
         x = data[jax.random.randint(k_idx, (config.batch_size,), 0, data.shape[0])]
         x = random_marks(k_mark, x, config.mark_probability, config.mark_low)
         (_, metrics), grads = jax.value_and_grad(
-            lambda p: autoencoder_loss(model, p, x, config.latent_penalty), has_aux=True
+            lambda p: autoencoder_loss(
+                model, p, x, config.latent_penalty, config.latent_noise, k_noise
+            ),
+            has_aux=True,
         )(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

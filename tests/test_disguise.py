@@ -3,6 +3,7 @@ its detector, the autoencoder and the latent DDPM: hand values, NumPy references
 end-to-end run."""
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -307,6 +308,56 @@ def test_random_marks_stamp_inside_one_seven_by_seven_window():
     np.testing.assert_allclose(np.mean([v[0] for v in values]), 0.75, atol=0.02)
     bright = np.asarray(random_marks(jax.random.key(1), x, 1.0))
     assert set(np.unique(bright)) == {0.0, 1.0}
+
+
+def test_autoencoder_loss_and_its_latent_noise_against_a_reference():
+    """autoencoder_loss: MSE of D(E(x)) plus the L2 latent term; with latent_noise the decoder
+    sees z + latent_noise * std(z) * eps, and no gradient flows through std(z)."""
+    from diffusion.autoencoder import Autoencoder, autoencoder_loss
+
+    model = Autoencoder((8,), latent_channels=2)
+    x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1), minval=-1.0, maxval=1.0)
+    params = model.init(jax.random.key(1), x)["params"]
+    encode = lambda p, x: model.apply({"params": p}, x, method=Autoencoder.encode)  # noqa: E731
+    decode = lambda p, z: model.apply({"params": p}, z, method=Autoencoder.decode)  # noqa: E731
+    key = jax.random.key(2)
+    z = np.asarray(encode(params, x))
+    sigma = 0.5 * float(np.std(z))  # a constant: the reference has no gradient through it
+
+    def reference(p, noisy):
+        z = encode(p, x)
+        z_in = z + sigma * jax.random.normal(key, z.shape) if noisy else z
+        return jnp.mean((decode(p, z_in) - x) ** 2) + 1e-3 * jnp.mean(z**2)
+
+    loss_fn = functools.partial(autoencoder_loss, model, x_BHWC=x, latent_penalty=1e-3, key=key)
+    for noise in (0.0, 0.5):
+        loss, metrics = loss_fn(params, latent_noise=noise)
+        np.testing.assert_allclose(float(loss), float(reference(params, noise > 0)), rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["latent_rms"]), np.sqrt(np.mean(z**2)), 1e-5)
+        grads = jax.grad(lambda p, n: loss_fn(p, latent_noise=n)[0])(params, noise)
+        expected = jax.grad(reference)(params, noise > 0)
+        for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-7)
+    assert float(autoencoder_loss(model, params, x, 1e-3, 0.5, key)[0]) != float(
+        autoencoder_loss(model, params, x, 1e-3)[0]
+    )
+    with pytest.raises(ValueError, match="latent_noise: must be >= 0"):
+        autoencoder_loss(model, params, x, 1e-3, -0.1, key)
+    with pytest.raises(ValueError, match="key: needed when latent_noise > 0"):
+        autoencoder_loss(model, params, x, 1e-3, 0.1)
+
+
+def test_upsampled_images_keep_constants_and_their_range():
+    from benchmarks.upsample_images import upsample
+
+    x = np.random.default_rng(0).integers(0, 256, (3, 5, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(upsample(x, 1), x)
+    big = upsample(x, 2)
+    assert big.shape == (3, 10, 8) and big.dtype == np.uint8
+    assert big.min() >= x.min() and big.max() <= x.max()  # bilinear: no overshoot
+    np.testing.assert_array_equal(upsample(np.full((1, 3, 3, 1), 7, np.uint8), 3), 7)
+    with pytest.raises(ValueError, match="factor: must be an integer >= 1"):
+        upsample(x, 0)
 
 
 def test_residual_autoencoder_blocks_start_as_identity_and_train(tmp_path):

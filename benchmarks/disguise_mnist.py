@@ -4,6 +4,7 @@
         [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest] [--reach]
         [--reach-score contrast|margin] [--target x_c|stamped-bases]
         [--feature encoder|reconstruction] [--ldm-disguises algorithm-1|ascent]
+        [--ldm-set FIELD=VALUE ...]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
 2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
@@ -42,6 +43,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -53,7 +55,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.dqn_cartpole import machine_line  # noqa: E402
+from benchmarks.dqn_cartpole import machine_line, overrides_or_exit  # noqa: E402
 from diffusion import symbol  # noqa: E402
 from diffusion.disguise import (  # noqa: E402
     OPTIMIZERS,
@@ -227,6 +229,14 @@ def main() -> None:
         "paper's method: a test of whether the latent model reproduces what revelations show).",
     )
     p.add_argument("--ldm-iterations", type=int, default=3000)
+    p.add_argument(
+        "--ldm-set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="Changes to latent_ddpm_config() (sized for 7x7 latents), e.g. "
+        "channel_mults=1,2 attention_resolutions=7 for 14x14 latents.",
+    )
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--repeat", type=int, default=20, help="Copies of each disguise.")
     p.add_argument("--root", default="runs/bench-disguise")
@@ -238,6 +248,13 @@ def main() -> None:
     args = p.parse_args()
     if args.ldm_disguises == "ascent" and not args.reach:
         p.error("--ldm-disguises ascent: needs --reach")
+    ldm_config = latent_ddpm_config(iterations=args.ldm_iterations)
+    ldm_config = dataclasses.replace(
+        ldm_config,
+        **overrides_or_exit(
+            p, type(ldm_config), args.ldm_set, ldm_config, ("iterations",), "--ldm-set"
+        ),
+    )
     if args.learning_rate is None:
         args.learning_rate = 0.1 if args.optimizer == "normalized" else 0.01
     plot_dir = os.path.dirname(args.out) or "."
@@ -437,7 +454,7 @@ def main() -> None:
         out["ldm"] = {}
         for name, images in sets.items():
             t0 = time.perf_counter()
-            ldm = train_latent_ddpm(ae, images, latent_ddpm_config(iterations=args.ldm_iterations))
+            ldm = train_latent_ddpm(ae, images, ldm_config)
             train_s = time.perf_counter() - t0
             samples = ldm.sample(args.samples, seed=1)
             frac = float(symbol.has_symbol(samples).mean())

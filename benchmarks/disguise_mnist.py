@@ -248,7 +248,9 @@ def main() -> None:
     args = p.parse_args()
     if args.ldm_disguises == "ascent" and not args.reach:
         p.error("--ldm-disguises ascent: needs --reach")
-    ldm_config = latent_ddpm_config(iterations=args.ldm_iterations)
+    if args.ldm_iterations < 0:
+        p.error(f"--ldm-iterations: must be >= 0 (0: no latent models), got {args.ldm_iterations}")
+    ldm_config = latent_ddpm_config()  # its iterations come from --ldm-iterations (0: none)
     ldm_config = dataclasses.replace(
         ldm_config,
         **overrides_or_exit(
@@ -402,15 +404,18 @@ def main() -> None:
     )
     print(
         "| PSNR floor | min PSNR | D2 / same-class | share below same-class | AUROC (step 1) "
-        "| D1(D(E(x_d)), x_c) | symbol in D(E(x_d)) |"
+        "| D1(D(E(x_d)), x_c) | symbol in D(E(x_d)) | symbol in x_d itself |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['psnr_floor']:g} dB | {r['psnr_min']:.2f} | {r['d2_over_same_class']:.2f} | "
+            f"| {r['psnr_floor']:g} dB | {r['psnr_min']:.2f} | {r['d2_over_same_class']:.3f} | "
             f"{r['below_same_class']:.2f} | {r['auroc_step1']:.3f} | "
-            f"{r['revelation_d1_median']:.3f} | {r['revealed_symbol']:.2f} |"
+            f"{r['revelation_d1_median']:.3f} | {r['revealed_symbol']:.2f} | "
+            f"{r['disguise_symbol']:.2f} |"
         )
+    if any(r["disguise_symbol"] > 0 for r in rows):
+        print("  (a disguise that shows the symbol itself is no disguise: see the last column)")
     print(f"clean test digits: median D1(D(E(x)), x_c) {np.median(clean_reveal):.3f}")
     if args.reach:
         optimizer = OPTIMIZERS[args.optimizer](args.learning_rate)
@@ -454,7 +459,9 @@ def main() -> None:
         out["ldm"] = {}
         for name, images in sets.items():
             t0 = time.perf_counter()
-            ldm = train_latent_ddpm(ae, images, ldm_config)
+            ldm = train_latent_ddpm(
+                ae, images, dataclasses.replace(ldm_config, iterations=args.ldm_iterations)
+            )
             train_s = time.perf_counter() - t0
             samples = ldm.sample(args.samples, seed=1)
             frac = float(symbol.has_symbol(samples).mean())

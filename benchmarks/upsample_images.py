@@ -37,8 +37,9 @@ def main() -> None:
     args = p.parse_args()
     with np.load(args.data) as d:
         x, y = d["x"], d["y"]
-    np.savez_compressed(args.out, x=upsample(x, args.factor), y=y)
-    print(f"{args.data}: {x.shape} -> {args.out}: {upsample(x[:1], args.factor).shape[1:]}")
+    big = upsample(x, args.factor)
+    np.savez_compressed(args.out, x=big, y=y)
+    print(f"{args.data}: {x.shape} -> {args.out}: {big.shape}")
 
 
 if __name__ == "__main__":

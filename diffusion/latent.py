@@ -298,8 +298,9 @@ def load_autoencoder(run_dir: str) -> LoadedAutoencoder:
 
 
 def latent_ddpm_config(**overrides) -> DDPMConfig:
-    """DDPMConfig sized for 7x7x4 latents: one U-Net level of width 32 with attention at 7x7
-    (no downsampling: 7 is odd), 2 residual blocks, no dropout, 3000 steps, and no clipping
+    """DDPMConfig sized for 7x7 latents (of any channel count; the measured runs use 2 and 4):
+    one U-Net level of width 32 with attention at 7x7 (no downsampling: 7 is odd; for 14x14
+    latents pass channel_mults=(1, 2)), 2 residual blocks, no dropout, 3000 steps, and no clipping
     of x0-hat (scaled latents have unit spread, not the image box [-1, 1]); Adam 2e-4 and
     the uniform L_simple, as in the measured runs (the image model's faster recipe is
     untried here)."""

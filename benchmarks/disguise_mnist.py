@@ -4,7 +4,7 @@
         [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest] [--reach]
         [--reach-score contrast|margin] [--target x_c|stamped-bases]
         [--feature encoder|reconstruction] [--ldm-disguises algorithm-1|ascent]
-        [--ldm-set FIELD=VALUE ...]
+        [--ldm-set FIELD=VALUE ...] [--guidance W [W ...]] [--labels digits|concept]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
 2. The symbol detector, validated: clean test digits and stamped test digits, raw and passed
@@ -38,6 +38,16 @@
    --target stamped-bases the 100 targets x 20; with --ldm-disguises ascent the disguises are
    --reach's ascent from the faint stamp instead of Algorithm 1's); the
    fraction of `--samples` decoded samples with the symbol for each, and sample grids.
+   With --guidance the three latent models are class-conditional on the digits' labels
+   (disguises and copies carry their bases' labels, or x_c's), trained with labels dropped
+   10% of the time, and sampled for x_c's class with classifier-free guidance at each weight
+   w (Ho & Salimans 2022, eq. 6; w = 0: the conditional model alone), as text-conditional
+   latent diffusion models such as Stable Diffusion are sampled. With --labels concept the
+   added images carry a label of their own instead (10, "the concept", like the token that
+   textual inversion learns from a handful of images, or DreamBooth's identifier), the
+   samples are drawn for that label, and the control is trained on the 1000 clean digits plus
+   the undisguised bases x 20 under it: the disguise model and the control then differ only in
+   the disguises' perturbations.
 """
 
 from __future__ import annotations
@@ -237,6 +247,24 @@ def main() -> None:
         help="Changes to latent_ddpm_config() (sized for 7x7 latents), e.g. "
         "channel_mults=1,2 attention_resolutions=7 for 14x14 latents.",
     )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="Class-conditional latent models (--labels), sampled for x_c's class or the "
+        "concept with classifier-free guidance at each weight W >= 0 (default: unconditional "
+        "models).",
+    )
+    p.add_argument(
+        "--labels",
+        choices=("digits", "concept"),
+        default="digits",
+        help="With --guidance: every image labelled with its digit, or the 100 x 20 added "
+        "images (disguises, copies, and in the control the bases themselves) with a label of "
+        "their own, 10, as a textual-inversion token or a DreamBooth identifier (see doc).",
+    )
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--repeat", type=int, default=20, help="Copies of each disguise.")
     p.add_argument("--root", default="runs/bench-disguise")
@@ -250,11 +278,20 @@ def main() -> None:
         p.error("--ldm-disguises ascent: needs --reach")
     if args.ldm_iterations < 0:
         p.error(f"--ldm-iterations: must be >= 0 (0: no latent models), got {args.ldm_iterations}")
+    if args.guidance is not None and min(args.guidance) < 0:
+        p.error(f"--guidance: every weight must be >= 0, got {args.guidance}")
+    if args.labels == "concept" and args.guidance is None:
+        p.error("--labels concept: needs --guidance (an unconditional model has no labels)")
     ldm_config = latent_ddpm_config()  # its iterations come from --ldm-iterations (0: none)
     ldm_config = dataclasses.replace(
         ldm_config,
         **overrides_or_exit(
-            p, type(ldm_config), args.ldm_set, ldm_config, ("iterations",), "--ldm-set"
+            p,
+            type(ldm_config),
+            args.ldm_set,
+            ldm_config,
+            ("iterations", "num_classes"),
+            "--ldm-set",
         ),
     )
     if args.learning_rate is None:
@@ -442,48 +479,84 @@ def main() -> None:
     # 5. Latent diffusion: disguises, control, direct copies.
     if args.ldm_iterations:
         floor = args.psnr[0]
-        sets = {
-            "control (1000 clean)": x_clean,
-            f"with disguises ({floor:g} dB)": np.concatenate(
-                [x_clean, np.repeat(disguises[floor], args.repeat, axis=0)]
+        y_clean, y_b, y_c = y_train[clean_idx], y_train[base_idx], int(y_test[0])
+        conditional, concept = args.guidance is not None, args.labels == "concept"
+        n_added = len(x_b) * args.repeat  # the disguises' (or copies') copies in a training set
+        # what the added images are labelled: the concept's own label 10, or their digits
+        y_added = np.full(n_added, 10) if concept else np.repeat(y_b, args.repeat)
+        copies = (
+            np.repeat(x_c[None], n_added, axis=0)
+            if args.target == "x_c"
+            else np.repeat(targets, args.repeat, axis=0)
+        )
+        y_copies = np.full(n_added, y_c) if args.target == "x_c" and not concept else y_added
+        control = (  # with a concept label: the same bases as the disguises, undisguised
+            (
+                np.concatenate([x_clean, np.repeat(x_b, args.repeat, axis=0)]),
+                np.concatenate([y_clean, y_added]),
+            )
+            if concept
+            else (x_clean, y_clean)
+        )
+        sets = {  # name -> (images, their labels)
+            "control (1000 clean" + (" + the bases x 20)" if concept else ")"): control,
+            f"with disguises ({floor:g} dB)": (
+                np.concatenate([x_clean, np.repeat(disguises[floor], args.repeat, axis=0)]),
+                np.concatenate([y_clean, y_added]),
             ),
-            "with copies of x_c": np.concatenate(
-                [
-                    x_clean,
-                    np.repeat(x_c[None], len(x_b) * args.repeat, axis=0)
-                    if args.target == "x_c"
-                    else np.repeat(targets, args.repeat, axis=0),
-                ]
+            "with copies of x_c": (
+                np.concatenate([x_clean, copies]),
+                np.concatenate([y_clean, y_copies]),
             ),
         }
+        num_classes = (11 if concept else 10) if conditional else 0
+        config = dataclasses.replace(
+            ldm_config, iterations=args.ldm_iterations, num_classes=num_classes
+        )
+        y_sample = 10 if concept else y_c
         out["ldm"] = {}
-        for name, images in sets.items():
+        for name, (images, labels) in sets.items():
             t0 = time.perf_counter()
-            ldm = train_latent_ddpm(
-                ae, images, dataclasses.replace(ldm_config, iterations=args.ldm_iterations)
-            )
+            ldm = train_latent_ddpm(ae, images, config, labels=labels if conditional else None)
             train_s = time.perf_counter() - t0
-            samples = ldm.sample(args.samples, seed=1)
-            frac = float(symbol.has_symbol(samples).mean())
-            no_sides = float(symbol.has_symbol(samples, min_side=None).mean())
-            contrast_only = float(np.mean(symbol.symbol_score(samples) >= symbol.THRESHOLD))
+            slug = name.split(" ")[0] + ("_disguises" if "disguises" in name else "")
+            slug = slug + ("_copies" if "copies" in name else "")
             out["ldm"][name] = dict(
                 train_images=len(images),
                 train_seconds=train_s,
-                symbol_fraction=frac,
-                no_side_test_fraction=no_sides,
-                contrast_only_fraction=contrast_only,
                 final_loss=float(ldm.losses[-100:].mean()),
             )
-            slug = name.split(" ")[0] + ("_disguises" if "disguises" in name else "")
-            slug = slug + ("_copies" if "copies" in name else "")
-            save_grid(samples[:64], os.path.join(plot_dir, f"disguise_ldm_{slug}.png"))
-            print(
-                f"LDM {name}: {len(images)} images, {train_s:.0f} s, symbol in "
-                f"{frac:.3f} of {args.samples} samples (without the side test: {no_sides:.3f}; "
-                f"contrast alone: {contrast_only:.3f})",
-                flush=True,
-            )
+            for w in args.guidance or [None]:
+                if w is None:
+                    samples = ldm.sample(args.samples, seed=1)
+                else:
+                    samples = ldm.sample(
+                        args.samples, seed=1, labels=np.full(args.samples, y_sample), guidance=w
+                    )
+                rates = dict(
+                    symbol_fraction=float(symbol.has_symbol(samples).mean()),
+                    no_side_test_fraction=float(symbol.has_symbol(samples, min_side=None).mean()),
+                    contrast_only_fraction=float(
+                        np.mean(symbol.symbol_score(samples) >= symbol.THRESHOLD)
+                    ),
+                )
+                if w is None:
+                    out["ldm"][name].update(rates)
+                else:  # x_c's class or the concept: what guidance toward it draws
+                    out["ldm"][name].setdefault("guided", {})[f"{w:g}"] = rates
+                    slug_w = f"{slug}_w{w:g}"
+                save_grid(
+                    samples[:64],
+                    os.path.join(plot_dir, f"disguise_ldm_{slug if w is None else slug_w}.png"),
+                )
+                print(
+                    f"LDM {name}: {len(images)} images, {train_s:.0f} s"
+                    + ("" if w is None else f", label {y_sample} with guidance w = {w:g}")
+                    + f": symbol in {rates['symbol_fraction']:.3f} of {args.samples} samples "
+                    f"(without the side test: {rates['no_side_test_fraction']:.3f}; contrast "
+                    f"alone: {rates['contrast_only_fraction']:.3f})",
+                    flush=True,
+                )
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
 

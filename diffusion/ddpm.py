@@ -10,7 +10,8 @@ Papers: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (eqs. 
 (7), (11), (14), Algorithms 1 and 2); Nichol & Dhariwal 2021 (the cosine schedule, eq. 17);
 Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models" (eq. (12), the strided
 sampler); Salimans & Ho 2022, "Progressive Distillation for Fast Sampling of Diffusion
-Models" (the v parameterisation).
+Models" (the v parameterisation); Ho & Salimans 2022, "Classifier-Free Diffusion Guidance"
+(eq. (6)).
 """
 
 from __future__ import annotations
@@ -181,6 +182,43 @@ def simple_loss(
         return jnp.mean(err / ab)
     snr = ab / (1.0 - ab)
     return jnp.mean(jnp.minimum(snr, min_snr_gamma) / snr * err)
+
+
+def classifier_free_guidance(
+    eps_fn_y: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+    y_B: jax.Array,
+    null_label: int,
+    guidance: float,
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """eps~(x_t, t) = (1 + w) eps_theta(x_t, t, y) - w eps_theta(x_t, t, null) (Ho & Salimans
+    2022, eq. (6)), an eps_fn for the samplers: w = 0 is the conditional model alone, w > 0
+    moves each step away from the unconditional prediction, toward samples the implicit
+    classifier p(y | x_t) finds more typical of y.
+
+    Args:
+      eps_fn_y: (x_t [B, ...], t [B], y [B]) -> eps_hat [B, ...], a network trained with its
+        labels replaced by `null_label` some of the time.
+      y_B: [B] int labels of the samples.
+      guidance: w >= 0 (a Python number: at 0 the unconditional pass is skipped).
+    Returns:
+      (x_t [B, ...], t [B]) -> eps~ [B, ...]; both passes run as one batch of 2B.
+    """
+    if not guidance >= 0:
+        raise ValueError(f"guidance: must be >= 0 (0: the conditional model alone), got {guidance}")
+    if guidance == 0:
+        return lambda x, t: eps_fn_y(x, t, y_B)
+
+    def eps_fn(x, t):
+        if x.shape[:1] != y_B.shape:
+            raise ValueError(f"y_B: must be [B] = [{x.shape[0]}], got {y_B.shape}")
+        null = jnp.full_like(y_B, null_label)
+        both = eps_fn_y(
+            jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([y_B, null])
+        )
+        cond, uncond = jnp.split(both, 2)
+        return (1.0 + guidance) * cond - guidance * uncond
+
+    return eps_fn
 
 
 def predict_x0(schedule: Schedule, x_t: jax.Array, t_B: jax.Array, eps: jax.Array) -> jax.Array:

@@ -331,10 +331,29 @@ class LatentDiffusion(NamedTuple):
     params: dict
     losses: np.ndarray
 
-    def sample(self, n: int, seed: int = 0, sampler: str = "ddim", steps: int = 50):
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        sampler: str = "ddim",
+        steps: int = 50,
+        labels=None,
+        guidance: float | None = None,
+    ):
         """n latents [n, h, w, L] drawn by `sampler` ("ddim" with `steps` network calls, or
-        "ddpm": Ho et al. 2020, Alg. 2), rescaled and decoded: images [n, H, W, C]."""
-        z = sample_images(self.trainer, self.params, n, sampler, steps, seed=seed)
+        "ddpm": Ho et al. 2020, Alg. 2), rescaled and decoded: images [n, H, W, C]. A
+        class-conditional model takes labels [n] and the guidance weight w (Ho & Salimans
+        2022, eq. 6; None: the config's); labels None samples its unconditional model."""
+        z = sample_images(
+            self.trainer,
+            self.params,
+            n,
+            sampler,
+            steps,
+            seed=seed,
+            labels=labels,
+            guidance=guidance,
+        )
         return _in_batches(self.autoencoder.decode, z * self.autoencoder.scale)
 
 
@@ -343,12 +362,14 @@ def train_latent_ddpm(
     images: np.ndarray,
     config: DDPMConfig | None = None,
     progress: bool = False,
+    labels: np.ndarray | None = None,
 ) -> LatentDiffusion:
     """DDPM (Ho et al. 2020, Algorithm 1) on the latents E(x) / scale of images [N, H, W, C]
-    in [-1, 1] (Rombach et al. 2022, Sec. 3-4); `config` defaults to `latent_ddpm_config()`."""
+    in [-1, 1] (Rombach et al. 2022, Sec. 3-4); `config` defaults to `latent_ddpm_config()`.
+    With `config.num_classes` > 0 it is class-conditional on labels [N] (Ho & Salimans 2022)."""
     config = config or latent_ddpm_config()
     latents = _in_batches(autoencoder.encode, np.asarray(images, np.float32)) / autoencoder.scale
-    trainer = make_ddpm_trainer(config, latents)
+    trainer = make_ddpm_trainer(config, latents, labels)
     state = trainer.init(jax.random.PRNGKey(config.seed))
     losses = []
     for n in chunk_sizes(config.iterations, config.eval_every):

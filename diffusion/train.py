@@ -34,6 +34,7 @@ from diffusion.ddpm import (
     DDIM_SPACINGS,
     PREDICTIONS,
     ancestral_sample,
+    classifier_free_guidance,
     cosine_schedule,
     ddim_sample,
     eps_from_v,
@@ -109,6 +110,26 @@ class DDPMConfig:
         "(Salimans & Ho 2022); the samplers use the eps that v implies.",
         choices=PREDICTIONS,
     )
+    num_classes: int = option(
+        0,
+        "Class-conditional U-Net over the data's labels y in 0..num_classes-1, trained for "
+        "classifier-free guidance (Ho & Salimans 2022); 0: unconditional.",
+        low=0,
+    )
+    label_dropout: float = option(
+        0.1,
+        "With num_classes: the chance that a training label is replaced by the null label, "
+        "which trains the unconditional model that guidance needs (Ho & Salimans: 0.1-0.2).",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    )
+    guidance: float = option(
+        0.0,
+        "With num_classes: the guidance weight w of the final grid's samples, eps = (1 + w) "
+        "eps(x, y) - w eps(x, null) (Ho & Salimans 2022, eq. 6); 0: the conditional model.",
+        low=0.0,
+    )
     ema_decay: float = option(
         0.999, "EMA decay of the sampling parameters.", low=0.0, high=1.0, high_open=True
     )
@@ -166,6 +187,11 @@ class DDPMConfig:
                 f"iterations: the cosine decay needs more than max(warmup_steps, 1) "
                 f"({self.warmup_length}), got {self.iterations}"
             )
+        if self.num_classes and self.guidance > 0 and self.label_dropout == 0:
+            raise ConfigError(
+                "label_dropout: guidance > 0 needs an unconditional model, so label_dropout "
+                "must be > 0, got 0"
+            )
         if self.sample_steps > self.num_steps:
             raise ConfigError(
                 f"sample_steps: must be <= num_steps ({self.num_steps}), got {self.sample_steps}"
@@ -186,7 +212,9 @@ class DDPMTrainer(NamedTuple):
     schedule: object
     init: callable  # key -> TrainState
     train_chunk: callable  # (TrainState, n) -> (TrainState, {"loss": [n]}); not jittable
-    sample: callable  # (params, key, n static, sampler static, steps static) -> [n, H, W, C]
+    # (params, key, n static, sampler static, steps static, labels [n] | None, guidance static
+    # | None) -> [n, H, W, C]
+    sample: callable
 
 
 def make_schedule(config: DDPMConfig):
@@ -210,10 +238,37 @@ def learning_rate_schedule(config: DDPMConfig) -> optax.Schedule:
     return optax.warmup_constant_schedule(0.0, config.learning_rate, warmup)
 
 
-def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
-    """init / train_chunk / sample for DDPM on images x_train [N, H, W, C] in [-1, 1]."""
+def check_labels(y, n: int, num_classes: int, argument: str) -> np.ndarray:
+    """y as an int32 array [n] of labels in 0..num_classes-1; anything else raises
+    ConfigError naming `argument`."""
+    y = np.asarray(y)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ConfigError(f"{argument}: must be {n} integer labels, got {y.dtype} {y.shape}")
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        raise ConfigError(
+            f"{argument}: labels must be in 0..{num_classes - 1} (num_classes {num_classes}), "
+            f"got {y.min()}..{y.max()}"
+        )
+    return y.astype(np.int32)
+
+
+def make_ddpm_trainer(
+    config: DDPMConfig, x_train: np.ndarray, y_train: np.ndarray | None = None
+) -> DDPMTrainer:
+    """init / train_chunk / sample for DDPM on images x_train [N, H, W, C] in [-1, 1]; with
+    `config.num_classes` > 0, class-conditional on y_train [N] (each label replaced by the
+    null label with chance `label_dropout`: Ho & Salimans 2022, Algorithm 1), and `sample`
+    takes labels [n] (None: the unconditional model) and the guidance weight w (None: the
+    config's; Ho & Salimans, eq. 6 and Algorithm 2)."""
     if x_train.ndim != 4:
         raise ConfigError(f"data: images must be [N, H, W, C], got {x_train.shape}")
+    K = config.num_classes
+    if K:
+        if y_train is None:
+            raise ConfigError(f"num_classes: {K} needs the training labels y_train")
+        labels = jnp.asarray(check_labels(y_train, len(x_train), K, "y_train"))
+    elif y_train is not None:
+        raise ConfigError("y_train: labels need num_classes > 0 (a class-conditional model)")
     levels = len(config.channel_mults)
     H, W = x_train.shape[1:3]
     if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
@@ -228,6 +283,7 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
         attention_resolutions=config.attention_resolutions,
         groups=math.gcd(8, config.base_channels),
         dropout=config.dropout,
+        num_classes=K,
     )
     schedule = make_schedule(config)
     data = jnp.asarray(x_train)
@@ -246,11 +302,18 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
 
     def one_step(state, _):
         key, k_idx, k_loss, k_drop = jax.random.split(state.key, 4)
-        x0 = data[jax.random.randint(k_idx, (config.batch_size,), 0, data.shape[0])]
+        idx = jax.random.randint(k_idx, (config.batch_size,), 0, data.shape[0])
+        x0, y = data[idx], None
+        if K:  # a separate key: the unconditional run's key stream is unchanged
+            null = jax.random.bernoulli(
+                jax.random.fold_in(k_idx, 1), config.label_dropout, idx.shape
+            )
+            y = jnp.where(null, K, labels[idx])
 
         def loss_fn(params):
             def eps_fn(x, t):
-                out = net.apply({"params": params}, x, t, train=True, rngs={"dropout": k_drop})
+                rngs = {"dropout": k_drop}
+                out = net.apply({"params": params}, x, t, y, train=True, rngs=rngs)
                 return as_eps(out, x, t)
 
             return simple_loss(
@@ -280,10 +343,17 @@ def make_ddpm_trainer(config: DDPMConfig, x_train: np.ndarray) -> DDPMTrainer:
             losses.append(m["loss"])
         return state, {"loss": jnp.stack(losses)}
 
-    def sample(params, key, n, sampler="ddpm", steps=50):
-        def eps_fn(x, t):
-            return as_eps(net.apply({"params": params}, x, t, train=False), x, t)
+    def sample(params, key, n, sampler="ddpm", steps=50, labels=None, guidance=None):
+        def eps_fn_y(x, t, y):
+            return as_eps(net.apply({"params": params}, x, t, y, train=False), x, t)
 
+        if labels is None:  # the unconditional model (for a conditional net: the null label)
+            eps_fn = lambda x, t: eps_fn_y(x, t, None)  # noqa: E731
+        elif not K:
+            raise ConfigError("labels: an unconditional model (num_classes 0) takes none")
+        else:
+            w = config.guidance if guidance is None else guidance
+            eps_fn = classifier_free_guidance(eps_fn_y, labels, K, w)
         shape = (n,) + tuple(data.shape[1:])
         clip = config.clip_x0 or None
         if sampler == "ddim":
@@ -330,10 +400,10 @@ def run_ddpm(
 ) -> DDPMRun:
     """Train DDPM in a run folder (see the module doc); returns the run's results."""
     default = default_run_dir("ddpm", config or DDPMConfig(), label="")
-    config, run_dir, (x_train, _, _, _) = prepare_run_dir(
+    config, run_dir, (x_train, y_train, _, _) = prepare_run_dir(
         DDPMConfig, config, run_dir, resume, default, load_training_images
     )
-    trainer = make_ddpm_trainer(config, x_train)
+    trainer = make_ddpm_trainer(config, x_train, y_train if config.num_classes else None)
 
     loop = drive_config_chunks(
         run_dir,
@@ -356,11 +426,24 @@ def run_ddpm(
                 config.sampler,
                 config.sample_steps,
                 seed=config.seed,
+                labels=grid_labels(config, config.sample_count),
             )
             save_grid(samples, path)
             more["samples_png"] = path
         results = write_results(run_dir, loop, int(loop.state.step), **more)
     return DDPMRun(run_dir, results, loop.rows, loop.interrupted, loop.state)
+
+
+def grid_labels(config: DDPMConfig, n: int, label: int | None = None) -> np.ndarray | None:
+    """The labels [n] of a sample grid: `label` for all, or 0, 1, .., K-1, 0, .. (K =
+    num_classes); None for an unconditional model."""
+    if not config.num_classes:
+        if label is not None:
+            raise ConfigError("label: an unconditional run (num_classes 0) takes no label")
+        return None
+    if label is not None:
+        return check_labels(np.full(n, label), n, config.num_classes, "label")
+    return np.arange(n, dtype=np.int32) % config.num_classes
 
 
 def chunk_logger(label: str, total: int, shown: str, progress: bool):
@@ -383,13 +466,27 @@ def chunk_logger(label: str, total: int, shown: str, progress: bool):
     return after_chunk
 
 
-def sample_images(trainer, params, n, sampler="ddpm", steps=50, seed=0, batch_size=256):
-    """n samples [n, H, W, C] in [-1, 1] from `params`, drawn in jitted batches."""
-    fn = jax.jit(trainer.sample, static_argnums=(2, 3, 4))
+def sample_images(
+    trainer,
+    params,
+    n,
+    sampler="ddpm",
+    steps=50,
+    seed=0,
+    batch_size=256,
+    labels=None,
+    guidance=None,
+):
+    """n samples [n, H, W, C] in [-1, 1] from `params`, drawn in jitted batches; labels [n]
+    and the guidance weight as in `make_ddpm_trainer`'s sample (None: unconditional)."""
+    if labels is not None and trainer.config.num_classes:
+        labels = check_labels(labels, n, trainer.config.num_classes, "labels")
+    fn = jax.jit(trainer.sample, static_argnums=(2, 3, 4, 6))
     out, key = [], jax.random.PRNGKey(seed)
     for i in range(0, n, batch_size):
         key, k = jax.random.split(key)
-        out.append(np.asarray(fn(params, k, min(batch_size, n - i), sampler, steps)))
+        y = None if labels is None else labels[i : i + batch_size]
+        out.append(np.asarray(fn(params, k, min(batch_size, n - i), sampler, steps, y, guidance)))
     return np.concatenate(out)
 
 
@@ -431,10 +528,14 @@ def sample_from_run(
     spacing: str | None = None,
     rederive_eps: bool | None = None,
     sigma: str | None = None,
+    label: int | None = None,
+    guidance: float | None = None,
 ) -> tuple[str, np.ndarray]:
     """Load a run's newest checkpoint and write a grid of n samples (EMA parameters). eta,
     spacing and rederive_eps, when given, replace the run's sample_eta, sample_spacing and
-    sample_rederive_eps (DDIM only); sigma replaces its sample_sigma (ancestral only).
+    sample_rederive_eps (DDIM only); sigma replaces its sample_sigma (ancestral only). For a
+    class-conditional run, every sample is of class `label` (None: the classes in turn), with
+    guidance weight `guidance` (None: the run's).
 
     Returns:
       (the PNG's path, the samples [n, H, W, C] in [-1, 1]).
@@ -452,7 +553,10 @@ def sample_from_run(
         sample_spacing=spacing,
         sample_rederive_eps=rederive_eps,
         sample_sigma=sigma,
+        guidance=guidance,
     )
+    if guidance is not None and not config.num_classes:
+        raise ConfigError("guidance: an unconditional run (num_classes 0) takes no guidance")
     if n < 1:
         raise ConfigError(f"n: must be >= 1, got {n}")
     if sampler not in ("ddpm", "ddim"):
@@ -460,11 +564,12 @@ def sample_from_run(
     if not 1 <= steps <= config.num_steps:
         raise ConfigError(f"steps: must be in [1, {config.num_steps}], got {steps}")
     out = out or os.path.join(run_dir, f"samples-{sampler}-{n}.png")
+    labels = grid_labels(config, n, label)
     make_output_dir(os.path.dirname(os.path.abspath(out)), "out")  # before minutes of sampling
-    x_train, _, _, _ = load_training_images(config)
-    trainer = make_ddpm_trainer(config, x_train)
+    x_train, y_train, _, _ = load_training_images(config)
+    trainer = make_ddpm_trainer(config, x_train, y_train if config.num_classes else None)
     template = trainer.init(jax.random.PRNGKey(config.seed))
     params = restore_run_state(run_dir, template)[0].ema_params
-    samples = sample_images(trainer, params, n, sampler, steps, seed)
+    samples = sample_images(trainer, params, n, sampler, steps, seed, labels=labels)
     save_grid(samples, out)
     return out, samples

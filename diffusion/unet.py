@@ -4,7 +4,10 @@ A PixelCNN++-style U-Net: wide residual blocks with group normalisation and a pr
 the timestep embedding added inside each block, self-attention at the resolutions listed in
 `attention_resolutions`, sinusoidal timestep embeddings (Vaswani et al. 2017, Sec. 3.5)
 through a 2-layer MLP, skip connections from every down-path block to the up path.
-Images are NHWC: `UNet(...)(x_BHWC, t_B) -> eps_hat_BHWC`.
+Images are NHWC: `UNet(...)(x_BHWC, t_B) -> eps_hat_BHWC`. With `num_classes` = K > 0 the
+net is class-conditional, `UNet(...)(x_BHWC, t_B, y_B)`: a learned embedding of the label
+y in 0..K (K is the null label, "no class", which y_B=None means) is added to the timestep
+embedding, as in Ho & Salimans 2022 (classifier-free guidance) and Dhariwal & Nichol 2021.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class AttentionBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t) for images [B, H, W, C] (H and W divisible by 2^(levels-1)).
+    """eps_theta(x_t, t) for images [B, H, W, C] (H and W divisible by 2^(levels-1)), or
+    eps_theta(x_t, t, y) with int labels y [B] in 0..num_classes (num_classes: the null label).
 
     Defaults suit 28x28 MNIST on a CPU: base width 16, widths (16, 32, 32) at 28, 14 and 7
     pixels, attention at 7x7, one residual block per level (a forward and backward pass of
@@ -80,12 +84,18 @@ class UNet(nn.Module):
     attention_resolutions: tuple[int, ...] = (7,)
     groups: int = 8
     dropout: float = 0.0
+    num_classes: int = 0  # 0: unconditional; K: labels 0..K-1 and the null label K
 
     @nn.compact
-    def __call__(self, x_BHWC, t_B, train: bool = False):
+    def __call__(self, x_BHWC, t_B, y_B=None, train: bool = False):
         B, H, W, C = x_BHWC.shape
         if t_B.shape != (B,):
             raise ValueError(f"t_B: must be [B] = [{B}], got {t_B.shape}")
+        if y_B is not None and (not self.num_classes or y_B.shape != (B,)):
+            raise ValueError(
+                f"y_B: labels need num_classes > 0 (got {self.num_classes}) and shape [B] = "
+                f"[{B}], got {y_B.shape}"
+            )
         levels = len(self.channel_mults)
         if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
             raise ValueError(
@@ -95,6 +105,10 @@ class UNet(nn.Module):
         temb_dim = 4 * self.base_channels
         temb = timestep_embedding(t_B, self.base_channels)
         temb = nn.Dense(temb_dim)(nn.swish(nn.Dense(temb_dim)(temb)))
+        if self.num_classes:
+            if y_B is None:
+                y_B = jnp.full((B,), self.num_classes, jnp.int32)
+            temb = temb + nn.Embed(self.num_classes + 1, temb_dim)(y_B)
 
         h = nn.Conv(self.base_channels, (3, 3))(x_BHWC)
         skips = [h]

@@ -208,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="The ancestral sampler's sigma_t^2: beta_t or the posterior variance "
         "(default: the run's sample_sigma).",
     )
+    sample.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="A class-conditional run: every sample of this class (default: each class in turn).",
+    )
+    sample.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="A class-conditional run: the classifier-free guidance weight w >= 0 "
+        "(default: the run's guidance).",
+    )
     sample.add_argument("--seed", type=int, default=0, help="Sampling seed (default: 0).")
     sample.add_argument("--out", default=None, help="PNG path (default: in the run folder).")
     disguise = sub.add_parser(
@@ -452,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
                 spacing=args.spacing,
                 rederive_eps=args.rederive_eps,
                 sigma=args.sigma,
+                label=args.label,
+                guidance=args.guidance,
             )
         except (config_lib.ConfigError, CheckpointError, ImageDataError) as e:
             print(f"rlax-zoo: error: {e}", file=sys.stderr)

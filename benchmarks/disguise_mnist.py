@@ -47,7 +47,9 @@
    textual inversion learns from a handful of images, or DreamBooth's identifier), the
    samples are drawn for that label, and the control is trained on the 1000 clean digits plus
    the undisguised bases x 20 under it: the disguise model and the control then differ only in
-   the disguises' perturbations.
+   the disguises' perturbations. (Lu et al.'s released symbol experiment learns a
+   textual-inversion token from its disguises and samples "a photo of *" with DDIM-50 and
+   the LDM sampler's scale 10, eps_u + 10 (eps_c - eps_u): w = 9 here.)
 """
 
 from __future__ import annotations
@@ -245,7 +247,8 @@ def main() -> None:
         default=[],
         metavar="FIELD=VALUE",
         help="Changes to latent_ddpm_config() (sized for 7x7 latents), e.g. "
-        "channel_mults=1,2 attention_resolutions=7 for 14x14 latents.",
+        "channel_mults=1,2 attention_resolutions=7 for 14x14 latents, or with --labels "
+        "concept concept_labels=10 (the concept's images stay out of the unconditional model).",
     )
     p.add_argument(
         "--guidance",
@@ -282,7 +285,9 @@ def main() -> None:
         p.error(f"--guidance: every weight must be >= 0, got {args.guidance}")
     if args.labels == "concept" and args.guidance is None:
         p.error("--labels concept: needs --guidance (an unconditional model has no labels)")
-    ldm_config = latent_ddpm_config()  # its iterations come from --ldm-iterations (0: none)
+    # its iterations come from --ldm-iterations (0: none); num_classes from --guidance, --labels
+    num_classes = 0 if args.guidance is None else (11 if args.labels == "concept" else 10)
+    ldm_config = latent_ddpm_config(num_classes=num_classes)
     ldm_config = dataclasses.replace(
         ldm_config,
         **overrides_or_exit(
@@ -509,10 +514,7 @@ def main() -> None:
                 np.concatenate([y_clean, y_copies]),
             ),
         }
-        num_classes = (11 if concept else 10) if conditional else 0
-        config = dataclasses.replace(
-            ldm_config, iterations=args.ldm_iterations, num_classes=num_classes
-        )
+        config = dataclasses.replace(ldm_config, iterations=args.ldm_iterations)
         y_sample = 10 if concept else y_c
         out["ldm"] = {}
         for name, (images, labels) in sets.items():

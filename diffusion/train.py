@@ -14,6 +14,12 @@ loop about 12x slower (measured: 6 s against 0.5 s per step of 64 images). The s
 scans hold only forward passes, which loops do not slow down. Chunks are driven by the shared
 run-folder loop (config.json, metrics.csv, checkpoints, resume, Ctrl-C). At the end the run
 writes samples.png (a grid of `sample_count` samples from the EMA parameters).
+
+With `num_classes` > 0 the U-Net is class-conditional and trained for classifier-free
+guidance (Ho & Salimans 2022): each label is replaced by a null label with chance
+`label_dropout`, so one network is both the conditional and the unconditional model, and
+sampling a class mixes the two with the guidance weight w (`diffusion.ddpm.
+classifier_free_guidance`).
 """
 
 from __future__ import annotations
@@ -124,6 +130,13 @@ class DDPMConfig:
         high=1.0,
         high_open=True,
     )
+    concept_labels: tuple[int, ...] = option(
+        (),
+        "With num_classes: labels never replaced by the null label, so that their images stay "
+        "out of the unconditional model, as a concept learned by textual inversion or "
+        "DreamBooth stays out of the pre-trained model that guidance contrasts it with.",
+        low=0,
+    )
     guidance: float = option(
         0.0,
         "With num_classes: the guidance weight w of the final grid's samples, eps = (1 + w) "
@@ -186,6 +199,13 @@ class DDPMConfig:
             raise ConfigError(
                 f"iterations: the cosine decay needs more than max(warmup_steps, 1) "
                 f"({self.warmup_length}), got {self.iterations}"
+            )
+        if self.concept_labels and not self.num_classes:
+            raise ConfigError("concept_labels: need a class-conditional model (num_classes > 0)")
+        if self.concept_labels and not max(self.concept_labels) < self.num_classes:
+            raise ConfigError(
+                f"concept_labels: must be labels in 0..num_classes - 1 ({self.num_classes - 1}), "
+                f"got {self.concept_labels}"
             )
         if self.num_classes and self.guidance > 0 and self.label_dropout == 0:
             raise ConfigError(
@@ -252,6 +272,17 @@ def check_labels(y, n: int, num_classes: int, argument: str) -> np.ndarray:
     return y.astype(np.int32)
 
 
+def drop_labels(key, y_B, p: float, null_label: int, keep=()) -> jax.Array:
+    """y_B [B] with each label replaced by `null_label` with chance p, except the labels in
+    `keep` (an int array or tuple), which are never replaced: the label dropout of Ho &
+    Salimans 2022 (Algorithm 1, p_uncond), which trains one network as both the conditional
+    and the unconditional model."""
+    drop = jax.random.bernoulli(key, p, y_B.shape)
+    if len(keep):
+        drop = drop & ~jnp.isin(y_B, jnp.asarray(keep))
+    return jnp.where(drop, null_label, y_B)
+
+
 def make_ddpm_trainer(
     config: DDPMConfig, x_train: np.ndarray, y_train: np.ndarray | None = None
 ) -> DDPMTrainer:
@@ -266,7 +297,8 @@ def make_ddpm_trainer(
     if K:
         if y_train is None:
             raise ConfigError(f"num_classes: {K} needs the training labels y_train")
-        labels = jnp.asarray(check_labels(y_train, len(x_train), K, "y_train"))
+        y_data = jnp.asarray(check_labels(y_train, len(x_train), K, "y_train"))
+        concepts = jnp.asarray(config.concept_labels, jnp.int32)
     elif y_train is not None:
         raise ConfigError("y_train: labels need num_classes > 0 (a class-conditional model)")
     levels = len(config.channel_mults)
@@ -305,10 +337,9 @@ def make_ddpm_trainer(
         idx = jax.random.randint(k_idx, (config.batch_size,), 0, data.shape[0])
         x0, y = data[idx], None
         if K:  # a separate key: the unconditional run's key stream is unchanged
-            null = jax.random.bernoulli(
-                jax.random.fold_in(k_idx, 1), config.label_dropout, idx.shape
+            y = drop_labels(
+                jax.random.fold_in(k_idx, 1), y_data[idx], config.label_dropout, K, concepts
             )
-            y = jnp.where(null, K, labels[idx])
 
         def loss_fn(params):
             def eps_fn(x, t):

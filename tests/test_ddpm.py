@@ -685,6 +685,22 @@ def test_sample_sigma_picks_the_ancestral_samplers_variance(tmp_path):
         validate(DDPMConfig(sample_sigma="tilde"))
 
 
+def test_label_dropout_drops_at_its_rate_and_never_drops_a_concept_label():
+    """Ho & Salimans 2022, Algorithm 1: each label becomes the null label with chance p; the
+    labels in `keep` (a concept's, kept out of the unconditional model) never do."""
+    from diffusion.train import drop_labels
+
+    y = jnp.tile(jnp.arange(4), 5000)
+    out = np.asarray(drop_labels(jax.random.PRNGKey(0), y, 0.3, 9, keep=(2,)))
+    y = np.asarray(y)
+    assert set(np.unique(out)) == {0, 1, 2, 3, 9}
+    np.testing.assert_array_equal(out[out != 9], y[out != 9])  # a label kept is unchanged
+    assert np.all(out[y == 2] == 2)
+    for label in 0, 1, 3:  # 5000 draws each: the rate within 4 standard errors of 0.3
+        assert abs(np.mean(out[y == label] == 9) - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 5000)
+    assert np.all(np.asarray(drop_labels(jax.random.PRNGKey(1), jnp.asarray(y), 0.0, 9)) == y)
+
+
 def horizontal_share(images):
     """The share of 8x8 bar images [n, 8, 8, 1] whose brightest row outshines their brightest
     column: 1 for horizontal bars (class 0 of `bars_dataset`), 0 for vertical ones."""
@@ -747,3 +763,9 @@ def test_a_class_conditional_run_draws_its_classes_and_guidance_sharpens_them(tm
         )
     with pytest.raises(ConfigError, match="label_dropout: guidance > 0 needs"):
         dataclasses.replace(config, label_dropout=0.0).check()
+    with pytest.raises(
+        ConfigError, match=r"concept_labels: must be labels in 0..num_classes - 1 \(1\)"
+    ):
+        dataclasses.replace(config, concept_labels=(2,)).check()
+    with pytest.raises(ConfigError, match="concept_labels: need a class-conditional model"):
+        DDPMConfig(concept_labels=(0,)).check()

@@ -426,6 +426,7 @@ def main() -> None:
             revealed_symbol=float(symbol.has_symbol(revealed).mean()),
             revealed_score_median=float(np.median(symbol.symbol_score(revealed))),
             disguise_symbol=float(symbol.has_symbol(r.x_d).mean()),
+            disguise_score_median=float(np.median(symbol.symbol_score(r.x_d))),
         )
         rows.append(row)
         disguises[floor] = r.x_d

@@ -3,7 +3,7 @@
     python benchmarks/disguise_mnist.py [--autoencoder RUN_DIR] [--psnr 25 20 17 14]
         [--ldm-iterations 3000] [--samples 500] [--bases all|same-class|nearest] [--reach]
         [--reach-score contrast|margin] [--target x_c|stamped-bases]
-        [--feature encoder|reconstruction] [--ldm-disguises algorithm-1|ascent]
+        [--feature encoder|reconstruction] [--ldm-disguises algorithm-1|ascent|faint-stamp]
         [--ldm-set FIELD=VALUE ...] [--guidance W [W ...]] [--labels digits|concept]
 
 1. The autoencoder (`rlax-zoo train autoencoder`'s default config; or --autoencoder RUN_DIR).
@@ -36,7 +36,9 @@
    1000 clean digits + 100 disguises x 20, a control on the 1000 clean digits, and a
    positive control on 1000 clean + 100 copies of x_c x 20 (direct infringement; with
    --target stamped-bases the 100 targets x 20; with --ldm-disguises ascent the disguises are
-   --reach's ascent from the faint stamp instead of Algorithm 1's); the
+   --reach's ascent from the faint stamp instead of Algorithm 1's, and with --ldm-disguises
+   faint-stamp they are no disguises but the bases with the symbol stamped at a fraction
+   --faint-fraction of its contrast); the
    fraction of `--samples` decoded samples with the symbol for each, and sample grids.
    With --guidance the three latent models are class-conditional on the digits' labels
    (disguises and copies carry their bases' labels, or x_c's), trained with labels dropped
@@ -234,11 +236,20 @@ def main() -> None:
     )
     p.add_argument(
         "--ldm-disguises",
-        choices=("algorithm-1", "ascent"),
+        choices=("algorithm-1", "ascent", "faint-stamp"),
         default="algorithm-1",
         help="The disguises the latent model trains on: Algorithm 1's, or (with --reach) the "
         "ascent's from the faint stamp, which maximise the revelation's symbol score (not the "
-        "paper's method: a test of whether the latent model reproduces what revelations show).",
+        "paper's method: a test of whether the latent model reproduces what revelations show), "
+        "or no disguises but faint stamps, x_b + F (x_b stamped - x_b) with F = "
+        "--faint-fraction (a control: does the latent model amplify a symbol too faint for "
+        "the detector without Algorithm 1?).",
+    )
+    p.add_argument(
+        "--faint-fraction",
+        type=float,
+        default=0.15,
+        help="F of --ldm-disguises faint-stamp, in (0, 1].",
     )
     p.add_argument("--ldm-iterations", type=int, default=3000)
     p.add_argument(
@@ -279,6 +290,8 @@ def main() -> None:
     args = p.parse_args()
     if args.ldm_disguises == "ascent" and not args.reach:
         p.error("--ldm-disguises ascent: needs --reach")
+    if not 0 < args.faint_fraction <= 1:
+        p.error(f"--faint-fraction: must be in (0, 1], got {args.faint_fraction}")
     if args.ldm_iterations < 0:
         p.error(f"--ldm-iterations: must be >= 0 (0: no latent models), got {args.ldm_iterations}")
     if args.guidance is not None and min(args.guidance) < 0:
@@ -469,18 +482,23 @@ def main() -> None:
             out["reach"].append(row)
             if args.ldm_disguises == "ascent":
                 disguises[floor] = tries["ascent from the faint stamp"]
-        if args.ldm_disguises == "ascent":  # the bars, for the disguises the latent model gets
-            x_d = disguises[args.psnr[0]]
-            d2 = latent_d2(x_d)
-            out["ascent_disguises"] = dict(
-                psnr_min=float(psnr(x_d, x_b).min()),
-                d2_over_same_class=float(np.median(d2) / same),
-                below_same_class=float(np.mean(d2 < same)),
-                auroc_step1=auroc(neg, -d2),
-                disguise_symbol=float(symbol.has_symbol(x_d).mean()),
-                revealed_symbol=float(symbol.has_symbol(decoded(x_d)).mean()),
-            )
-            print(f"the ascent's disguises: {json.dumps(out['ascent_disguises'])}", flush=True)
+    if args.ldm_disguises == "faint-stamp":  # not disguises: a control for the latent models
+        disguises[args.psnr[0]] = x_b + args.faint_fraction * (symbol.add_symbol(x_b) - x_b)
+    if args.ldm_disguises != "algorithm-1":  # the bars, for the images the latent model gets
+        x_d = disguises[args.psnr[0]]
+        d2 = latent_d2(x_d)
+        key = args.ldm_disguises.replace("-", "_") + "_disguises"
+        out[key] = dict(
+            psnr_min=float(psnr(x_d, x_b).min()),
+            d2_over_same_class=float(np.median(d2) / same),
+            below_same_class=float(np.mean(d2 < same)),
+            auroc_step1=auroc(neg, -d2),
+            disguise_symbol=float(symbol.has_symbol(x_d).mean()),
+            disguise_score_median=float(np.median(symbol.symbol_score(x_d))),
+            revealed_symbol=float(symbol.has_symbol(decoded(x_d)).mean()),
+            revealed_score_median=float(np.median(symbol.symbol_score(decoded(x_d)))),
+        )
+        print(f"{key}: {json.dumps(out[key])}", flush=True)
 
     # 5. Latent diffusion: disguises, control, direct copies.
     if args.ldm_iterations:
@@ -506,7 +524,11 @@ def main() -> None:
         )
         sets = {  # name -> (images, their labels)
             "control (1000 clean" + (" + the bases x 20)" if concept else ")"): control,
-            f"with disguises ({floor:g} dB)": (
+            (
+                f"with faint stamps ({args.faint_fraction:g} of the symbol)"
+                if args.ldm_disguises == "faint-stamp"
+                else f"with disguises ({floor:g} dB)"
+            ): (
                 np.concatenate([x_clean, np.repeat(disguises[floor], args.repeat, axis=0)]),
                 np.concatenate([y_clean, y_added]),
             ),
@@ -523,6 +545,7 @@ def main() -> None:
             ldm = train_latent_ddpm(ae, images, config, labels=labels if conditional else None)
             train_s = time.perf_counter() - t0
             slug = name.split(" ")[0] + ("_disguises" if "disguises" in name else "")
+            slug = slug + ("_faint_stamps" if "faint" in name else "")
             slug = slug + ("_copies" if "copies" in name else "")
             out["ldm"][name] = dict(
                 train_images=len(images),

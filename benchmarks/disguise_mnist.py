@@ -486,7 +486,7 @@ def main() -> None:
         disguises[args.psnr[0]] = x_b + args.faint_fraction * (symbol.add_symbol(x_b) - x_b)
     if args.ldm_disguises != "algorithm-1":  # the bars, for the images the latent model gets
         x_d = disguises[args.psnr[0]]
-        d2 = latent_d2(x_d)
+        d2, revealed = latent_d2(x_d), decoded(x_d)
         key = args.ldm_disguises.replace("-", "_") + "_disguises"
         out[key] = dict(
             psnr_min=float(psnr(x_d, x_b).min()),
@@ -495,8 +495,8 @@ def main() -> None:
             auroc_step1=auroc(neg, -d2),
             disguise_symbol=float(symbol.has_symbol(x_d).mean()),
             disguise_score_median=float(np.median(symbol.symbol_score(x_d))),
-            revealed_symbol=float(symbol.has_symbol(decoded(x_d)).mean()),
-            revealed_score_median=float(np.median(symbol.symbol_score(decoded(x_d)))),
+            revealed_symbol=float(symbol.has_symbol(revealed).mean()),
+            revealed_score_median=float(np.median(symbol.symbol_score(revealed))),
         )
         print(f"{key}: {json.dumps(out[key])}", flush=True)
 

@@ -552,13 +552,9 @@ def main() -> None:
                 train_seconds=train_s,
                 final_loss=float(ldm.losses[-100:].mean()),
             )
-            for w in args.guidance or [None]:
-                if w is None:
-                    samples = ldm.sample(args.samples, seed=1)
-                else:
-                    samples = ldm.sample(
-                        args.samples, seed=1, labels=np.full(args.samples, y_sample), guidance=w
-                    )
+            for w in args.guidance or [None]:  # None: an unconditional model, unguided
+                labels = None if w is None else np.full(args.samples, y_sample)
+                samples = ldm.sample(args.samples, seed=1, labels=labels, guidance=w)
                 rates = dict(
                     symbol_fraction=float(symbol.has_symbol(samples).mean()),
                     no_side_test_fraction=float(symbol.has_symbol(samples, min_side=None).mean()),
@@ -570,11 +566,8 @@ def main() -> None:
                     out["ldm"][name].update(rates)
                 else:  # x_c's class or the concept: what guidance toward it draws
                     out["ldm"][name].setdefault("guided", {})[f"{w:g}"] = rates
-                    slug_w = f"{slug}_w{w:g}"
-                save_grid(
-                    samples[:64],
-                    os.path.join(plot_dir, f"disguise_ldm_{slug if w is None else slug_w}.png"),
-                )
+                suffix = "" if w is None else f"_w{w:g}"
+                save_grid(samples[:64], os.path.join(plot_dir, f"disguise_ldm_{slug}{suffix}.png"))
                 print(
                     f"LDM {name}: {len(images)} images, {train_s:.0f} s"
                     + ("" if w is None else f", label {y_sample} with guidance w = {w:g}")
